@@ -1,0 +1,242 @@
+"""
+C{python -m twisted_mtls.client}: talk to an mTLS line-echo server.
+
+It presents our certificate, verifies the server's chain and name, sends
+one C{--message} or every line of stdin, prints the echoes, and explains any
+failure in one sentence on stderr with an exit status per kind of failure
+(see L{twisted_mtls.reasons.Kind}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import BinaryIO
+
+from twisted.internet import defer, endpoints
+from twisted.internet import error as neterror
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import config
+from .errors import ConfigError
+from .reasons import Explanation, Kind, describe_tls_failure
+from .tls import IPeerRejectionListener
+
+
+class ClientFailed(Exception):
+    """
+    The conversation with the server failed; carries the L{Explanation}.
+    """
+
+    def __init__(self, explanation: Explanation) -> None:
+        super().__init__(explanation.text)
+        self.explanation = explanation
+
+
+@implementer(IHandshakeListener, IPeerRejectionListener)
+class EchoClient(Protocol):
+    """
+    Sends lines once the handshake is done and writes every echoed byte to
+    C{output}; C{done} fires once all that was sent has come back, or fails
+    with L{ClientFailed}.
+    """
+
+    handshook = False
+    finished = False
+    inputEnded = False
+    rejection: str | None = None
+    sent = 0
+    received = 0
+    lastByte = b"\n"
+
+    def __init__(self, done: defer.Deferred, output: BinaryIO, message: bytes | None, reactor) -> None:
+        self.done = done
+        self.output = output
+        self.message = message
+        self.reactor = reactor
+
+    def peerRejected(self, reason: str) -> None:
+        self.rejection = self.rejection or reason
+
+    def handshakeCompleted(self) -> None:
+        self.handshook = True
+        if self.message is not None:
+            self.send(self.message + b"\n")
+            self.endInput()
+        else:
+            from twisted.internet.stdio import StandardIO
+
+            stdin = StandardIO(_StdinToServer(self), reactor=self.reactor)
+            self.transport.registerProducer(stdin, True)
+
+    def send(self, data: bytes) -> None:
+        """
+        Send C{data} to the server; it is expected to come back.
+        """
+        if data:
+            self.sent += len(data)
+            self.lastByte = data[-1:]
+            self.transport.write(data)
+
+    def endInput(self) -> None:
+        """
+        No more input: finish the last line, then wait for every echo.
+        """
+        if self.lastByte != b"\n":
+            self.send(b"\n")
+        self.inputEnded = True
+        self._finishIfEchoed()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        self.output.write(data)
+        self.output.flush()
+        self._finishIfEchoed()
+
+    def _finishIfEchoed(self) -> None:
+        if self.inputEnded and self.received >= self.sent and not self.finished:
+            self.finished = True
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        if self.finished:
+            self.done.callback(0)
+            return
+        if self.rejection:
+            explanation = Explanation(
+                Kind.PEER_CERTIFICATE, f"the server's certificate is not acceptable: {self.rejection}"
+            )
+        else:
+            explanation = describe_tls_failure(reason.value, "server")
+            if self.handshook and explanation.kind is Kind.PROTOCOL:
+                explanation = Explanation(
+                    Kind.PROTOCOL,
+                    f"{explanation.text} after echoing {self.received} of {self.sent} bytes",
+                )
+        self.done.errback(ClientFailed(explanation))
+
+
+class _StdinToServer(Protocol):
+    def __init__(self, client: EchoClient) -> None:
+        self.client = client
+
+    def dataReceived(self, data: bytes) -> None:
+        self.client.send(data)
+
+    def connectionLost(self, reason) -> None:
+        self.client.transport.unregisterProducer()
+        self.client.endInput()
+
+
+def _connect_failure(failure, where: str) -> Explanation:
+    error = failure.value
+    if isinstance(error, neterror.ConnectionRefusedError):
+        text = f"cannot connect to {where}: connection refused (is the server running?)"
+    elif isinstance(error, (neterror.TimeoutError, defer.CancelledError)):
+        text = f"cannot connect to {where}: timed out"
+    elif isinstance(error, neterror.DNSLookupError):
+        text = f"cannot connect to {where}: the host name does not resolve"
+    elif isinstance(error, neterror.NoRouteError):
+        text = f"cannot connect to {where}: no route to host"
+    else:
+        text = f"cannot connect to {where}: {failure.getErrorMessage()}"
+    return Explanation(Kind.CONNECT, text)
+
+
+async def run(reactor, settings: config.ClientConfig, material, message: bytes | None, output: BinaryIO) -> int:
+    """
+    Connect, exchange lines and return 0; raise L{ClientFailed} otherwise.
+    """
+    from .tls import ClientTLSCreator
+
+    host, port = settings.connect
+    server_name = settings.server_name or host
+    where = f"{host}:{port}"
+    done: defer.Deferred = defer.Deferred()
+    endpoint = endpoints.wrapClientTLS(
+        ClientTLSCreator(material, server_name),
+        endpoints.HostnameEndpoint(reactor, host, port, timeout=settings.timeout),
+    )
+    factory = Factory.forProtocol(lambda: EchoClient(done, output, message, reactor))
+    try:
+        protocol = await endpoint.connect(factory)
+    except Exception:
+        raise ClientFailed(_connect_failure(Failure(), where))
+    timer = reactor.callLater(settings.timeout, _handshakeTimeout, protocol, settings.timeout)
+    try:
+        return await done
+    finally:
+        if timer.active():
+            timer.cancel()
+
+
+def _handshakeTimeout(protocol: EchoClient, timeout: float) -> None:
+    if not protocol.handshook:
+        protocol.peerRejected(f"handshake did not complete within {timeout:g} s")
+        protocol.transport.abortConnection()
+
+
+def parse_args(argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m twisted_mtls.client",
+        description="Send lines to an mTLS echo server over a verified mutual-TLS connection.",
+        epilog="Exit status: 0 ok; 2 bad local files or options; 3 cannot connect; "
+        "4 the server's certificate is not acceptable; 5 the server refused our "
+        "certificate or handshake; 6 the TLS conversation broke off.",
+    )
+    parser.add_argument("--config", "-c", help="INI file with a [client] section")
+    parser.add_argument("--connect", help="HOST:PORT of the server")
+    parser.add_argument("--server-name", help="name or IP the server certificate must be for")
+    parser.add_argument("--cert", "--certificate", dest="certificate", help="our certificate (PEM)")
+    parser.add_argument("--key", "--private-key", dest="private_key", help="our private key (PEM)")
+    parser.add_argument("--ca", help="CA bundle that issued the server certificate (PEM)")
+    parser.add_argument("--timeout", help="seconds allowed to connect and handshake")
+    parser.add_argument("--message", "-m", help="send this one line, print its echo and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv=None, output: BinaryIO | None = None) -> int:
+    """
+    Run the client; return its exit status.
+    """
+    from twisted.internet import reactor
+
+    from .material import load_client_material
+
+    args = parse_args(argv)
+    overrides = {f.name: getattr(args, f.name, None) for f in config.settings(config.ClientConfig)}
+    try:
+        settings = config.load(config.ClientConfig, args.config, overrides)
+        material = load_client_material(settings)
+    except ConfigError as e:
+        sys.stderr.write(f"mtls-client: {e}\n")
+        return Kind.LOCAL
+    message = args.message.encode("utf-8", "surrogateescape") if args.message is not None else None
+    outcome: list = []
+
+    def finish(result):
+        outcome.append(result)
+        reactor.stop()
+
+    def start():
+        defer.ensureDeferred(
+            run(reactor, settings, material, message, output or sys.stdout.buffer)
+        ).addBoth(finish)
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    result = outcome[0] if outcome else 1
+    if isinstance(result, int):
+        return result
+    if result.check(ClientFailed):
+        sys.stderr.write(f"mtls-client: {result.value.explanation.text}\n")
+        return int(result.value.explanation.kind)
+    sys.stderr.write(f"mtls-client: unexpected error: {result.getErrorMessage()}\n")
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

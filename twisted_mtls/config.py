@@ -1,0 +1,332 @@
+"""
+The configuration file: its sections, keys, defaults and parsers.
+
+Each section is a frozen dataclass whose fields carry their own default,
+parser and help text (see L{setting}); the INI loader, the twistd options and
+README's reference all read that one description.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from .errors import ConfigError
+
+Parser = Callable[[str], Any]
+
+# Marks a setting as a file path, resolved against the config file's folder.
+_PATH = "path"
+
+
+def setting(
+    default: str | None, parse: Parser, help: str, *, kind: str = ""
+) -> Any:
+    """
+    Describe one key of a section: its default as written in a file (L{None}
+    when the key is required), the function that parses it, and its help.
+    """
+    return field(
+        metadata={"default": default, "parse": parse, "help": help, "kind": kind}
+    )
+
+
+# --- value parsers: each raises ValueError("expected ...") -------------------
+
+
+def text(value: str) -> str:
+    """
+    Accept any non-empty string.
+    """
+    value = value.strip()
+    if not value:
+        raise ValueError("expected a value, got nothing")
+    return value
+
+
+def path(value: str) -> Path:
+    """
+    Accept a file path (resolved later against the config file's folder).
+    """
+    return Path(text(value)).expanduser()
+
+
+def optional_path(value: str) -> Path | None:
+    """
+    Accept a file path, or nothing.
+    """
+    return path(value) if value.strip() else None
+
+
+def whole_number(minimum: int, maximum: int | None = None) -> Parser:
+    """
+    Return a parser of whole numbers from C{minimum} to C{maximum}.
+    """
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip().replace("_", ""))
+        except ValueError:
+            number = None
+        if number is None or number < minimum or (maximum is not None and number > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            raise ValueError(f"expected a whole number >= {minimum}{upper}, got {value!r}")
+        return number
+
+    return parse
+
+
+def seconds(minimum: float = 0.0) -> Parser:
+    """
+    Return a parser of a duration in seconds (a number >= C{minimum}; 0 may mean off).
+    """
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+        if number is None or number != number or number < minimum or number == float("inf"):
+            raise ValueError(f"expected a number of seconds >= {minimum:g}, got {value!r}")
+        return number
+
+    return parse
+
+
+def choice(*options: str) -> Parser:
+    """
+    Return a parser that accepts one of C{options}.
+    """
+
+    def parse(value: str) -> str:
+        value = value.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def boolean(value: str) -> bool:
+    """
+    Accept true/false, yes/no, on/off, 1/0.
+    """
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """
+    Accept C{HOST:PORT}, C{[IPV6]:PORT}.
+    """
+    value = text(value)
+    host, sep, port = value.rpartition(":")
+    if value.startswith("["):
+        host = host.strip("[]") if host.endswith("]") else ""
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. localhost:8443), got {value!r}")
+    return host, int(port)
+
+
+def server_endpoint(value: str) -> str:
+    """
+    Accept a Twisted server endpoint description, e.g. C{tcp:8443:interface=127.0.0.1}.
+    """
+    from twisted.internet import endpoints, reactor
+
+    value = text(value)
+    try:
+        endpoints.serverFromString(reactor, value)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(
+            "expected a Twisted server endpoint description such as "
+            f"tcp:8443:interface=127.0.0.1, got {value!r} ({e})"
+        ) from None
+    return value
+
+
+# --- sections ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """
+    The C{[server]} section: what the daemon listens on and whom it lets in.
+    """
+
+    listen: str = setting(
+        "tcp:8443:interface=127.0.0.1",
+        server_endpoint,
+        "Twisted server endpoint for the transport under TLS "
+        "(tcp:PORT:interface=ADDR, tcp6:..., unix:PATH, systemd:domain=INET:index=0).",
+    )
+    certificate: Path = setting(
+        None, path, "PEM file: the server certificate, then its intermediates.", kind=_PATH
+    )
+    private_key: Path = setting(
+        None, path, "PEM file: the server certificate's private key.", kind=_PATH
+    )
+    client_ca: Path = setting(
+        None,
+        path,
+        "PEM bundle of the CAs that issue client certificates (the only trust anchors).",
+        kind=_PATH,
+    )
+    min_tls_version: str = setting(
+        "1.2", choice("1.2", "1.3"), "Lowest TLS version accepted: 1.2 or 1.3."
+    )
+    max_line_length: int = setting(
+        "65536",
+        whole_number(1, 2**30),
+        "Longest line, in bytes without its delimiter; a longer one is answered "
+        "with an error line and the connection is closed.",
+    )
+    idle_timeout: float = setting(
+        "300", seconds(), "Close a connection idle this many seconds (0: never)."
+    )
+    handshake_timeout: float = setting(
+        "10", seconds(0.001), "Abort a TLS handshake not completed within this many seconds."
+    )
+    verify_depth: int = setting(
+        "4",
+        whole_number(1, 64),
+        "Most intermediate certificates allowed between a client certificate and its CA.",
+    )
+    source: "Source" = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """
+    The C{[client]} section: where the client connects and what it presents.
+    """
+
+    connect: tuple = setting(
+        "localhost:8443", host_port, "HOST:PORT of the server."
+    )
+    server_name: str = setting(
+        "", str.strip, "Host name or IP the server certificate must be for (default: HOST)."
+    )
+    certificate: Path = setting(
+        None, path, "PEM file: our client certificate, then its intermediates.", kind=_PATH
+    )
+    private_key: Path = setting(None, path, "PEM file: our private key.", kind=_PATH)
+    ca: Path = setting(
+        None, path, "PEM bundle of the CAs trusted to issue the server certificate.", kind=_PATH
+    )
+    timeout: float = setting("10", seconds(0.001), "Seconds allowed to connect and handshake.")
+    source: "Source" = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+
+SECTIONS: Mapping[str, type] = {"server": ServerConfig, "client": ClientConfig}
+
+Section = TypeVar("Section", ServerConfig, ClientConfig)
+
+
+@dataclass(frozen=True)
+class Source:
+    """
+    Where each value of a loaded section came from, for error messages.
+    """
+
+    file: str | None
+    section: str
+    overridden: frozenset[str] = frozenset()
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """
+        Return a L{ConfigError} about C{key}, naming the option or the file and section.
+        """
+        if key in self.overridden or self.file is None:
+            return ConfigError(message, key="--" + key.replace("_", "-"))
+        return ConfigError(message, source=self.file, section=self.section, key=key)
+
+
+def settings(section: type) -> list:
+    """
+    Return the dataclass fields of C{section} that are configurable keys.
+    """
+    return [f for f in fields(section) if "parse" in f.metadata]
+
+
+def load(
+    section_type: type[Section],
+    config_file: str | os.PathLike | None,
+    overrides: Mapping[str, str | None] = {},
+) -> Section:
+    """
+    Load one section from C{config_file} (or none), with C{overrides} taken
+    from the command line; raise L{ConfigError} naming what is wrong.
+    """
+    name = next(k for k, v in SECTIONS.items() if v is section_type)
+    values = _read_section(config_file, name) if config_file is not None else {}
+    overridden = frozenset(k for k, v in overrides.items() if v is not None)
+    source = Source(
+        os.fspath(config_file) if config_file is not None else None, name, overridden
+    )
+    base = Path(config_file).resolve().parent if config_file is not None else Path.cwd()
+    parsed: dict[str, Any] = {}
+    for f in settings(section_type):
+        raw = overrides.get(f.name)
+        from_file = raw is None
+        if from_file:
+            raw = values.get(f.name, f.metadata["default"])
+        if raw is None:
+            raise source.error(f.name, "is required: " + f.metadata["help"])
+        try:
+            value = f.metadata["parse"](raw)
+        except ValueError as e:
+            raise source.error(f.name, str(e)) from None
+        if f.metadata["kind"] == _PATH and value is not None and from_file:
+            value = base / value
+        parsed[f.name] = value
+    return section_type(**parsed, source=source)
+
+
+def _read_section(config_file: str | os.PathLike, name: str) -> dict[str, str]:
+    """
+    Read C{[name]} from an INI file, refusing unknown sections and keys.
+    """
+    where = os.fspath(config_file)
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read the configuration file: {e.strerror}", source=where) from None
+    except UnicodeDecodeError:
+        raise ConfigError("cannot read the configuration file: it is not UTF-8 text", source=where) from None
+    except configparser.Error as e:
+        raise ConfigError(f"not a valid INI file: {_first_line(e)}", source=where) from None
+    for section in parser.sections():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"unknown section (expected one of: {', '.join(f'[{s}]' for s in SECTIONS)})",
+                source=where,
+                section=section,
+            )
+        known = {f.name for f in settings(SECTIONS[section])}
+        for key in parser[section]:
+            if key not in known:
+                raise ConfigError(
+                    f"unknown key (expected one of: {', '.join(sorted(known))})",
+                    source=where,
+                    section=section,
+                    key=key,
+                )
+    if not parser.has_section(name):
+        if name == "server":
+            raise ConfigError(f"has no [{name}] section", source=where)
+        return {}
+    return dict(parser[name])
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]

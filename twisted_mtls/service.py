@@ -1,0 +1,97 @@
+"""
+The daemon as a Twisted service: a TLS listener that requires client certificates.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from .config import ServerConfig
+from .material import ServerMaterial
+from .protocol import MTLSFactory
+from .tls import ServerTLSCreator, server_context
+
+log = Logger(namespace="twisted_mtls")
+
+
+class MTLSService(Service):
+    """
+    Listens on C{config.listen} and serves each verified client.
+
+    It listens in L{privilegedStartService}, before twistd drops privileges,
+    and a listener that cannot be opened ends the process with one line on
+    stderr and exit status 1.
+    """
+
+    name = "mtls"
+    port = None
+
+    def __init__(self, config: ServerConfig, material: ServerMaterial, reactor=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.config = config
+        self.material = material
+        self.creator = ServerTLSCreator(self.context_for(material))
+        self.factory = MTLSFactory(config, reactor)
+        self.tlsFactory = TLSMemoryBIOFactory(self.creator, False, self.factory)
+
+    def context_for(self, material: ServerMaterial):
+        """
+        Return the server TLS context for C{material} under this configuration.
+        """
+        return server_context(
+            material,
+            min_version=self.config.min_tls_version,
+            verify_depth=self.config.verify_depth,
+        )
+
+    def listen(self):
+        """
+        Start listening; return a Deferred that fires with the listening port.
+        """
+        endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
+        return endpoint.listen(self.tlsFactory)
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listenError = None
+        self.listen().addCallbacks(self._listening, self._cannotListen)
+        if self._listenError is not None:
+            sys.stderr.write(
+                f"mtls: cannot listen on {self.config.listen}: {self._listenError}\n"
+            )
+            raise SystemExit(1)
+
+    def _cannotListen(self, failure) -> None:
+        if not self.reactor.running:  # still starting up: fail the start
+            self._listenError = failure.getErrorMessage()
+            return
+        log.critical(
+            "cannot listen on {listen}: {reason}",
+            event="listen_failed",
+            listen=self.config.listen,
+            reason=failure.getErrorMessage(),
+        )
+        self.reactor.stop()
+
+    def _listening(self, port) -> None:
+        self.port = port
+        host = port.getHost()
+        log.info(
+            "listening on {address} (TLS >= {min_tls_version}, client certificate required)",
+            event="listening",
+            address=f"{getattr(host, 'host', getattr(host, 'name', host))}:{getattr(host, 'port', '')}".rstrip(":"),
+            min_tls_version=self.config.min_tls_version,
+        )
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
