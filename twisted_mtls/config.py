@@ -144,7 +144,7 @@ def server_endpoint(value: str) -> str:
     value = text(value)
     try:
         endpoints.serverFromString(reactor, value)
-    except (ValueError, TypeError, KeyError) as e:
+    except Exception as e:  # the parsers raise whatever they like
         raise ValueError(
             "expected a Twisted server endpoint description such as "
             f"tcp:8443:interface=127.0.0.1, got {value!r} ({e})"
