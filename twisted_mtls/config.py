@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from . import policy
 from .errors import ConfigError
+from .policy import list_of
 
 Parser = Callable[[str], Any]
 
@@ -32,6 +34,14 @@ def setting(
     return field(
         metadata={"default": default, "parse": parse, "help": help, "kind": kind}
     )
+
+
+def listing(parse: Parser, help: str, *, kind: str = "") -> Any:
+    """
+    Describe a key that takes a list (one per line or comma-separated, empty
+    by default) of values C{parse} accepts.
+    """
+    return setting("", list_of(parse), help, kind=kind)
 
 
 # --- value parsers: each raises ValueError("expected ...") -------------------
@@ -199,6 +209,43 @@ class ServerConfig:
         whole_number(1, 64),
         "Most intermediate certificates allowed between a client certificate and its CA.",
     )
+    allow_cn: tuple = listing(text, "Let in clients whose subject common name is one of these.")
+    allow_ou: tuple = listing(text, "Let in clients with one of these organizational units (OU).")
+    allow_dns: tuple = listing(
+        policy.dns_name, "Let in clients with one of these DNS SANs (*.example.org: one label)."
+    )
+    allow_ip: tuple = listing(
+        policy.ip_network, "Let in clients with an IP SAN in one of these addresses or CIDR networks."
+    )
+    allow_uri: tuple = listing(
+        policy.UriPattern.parse,
+        "Let in clients with a URI SAN matching one of these; '*' is one path segment, "
+        "a final '**' any remainder (spiffe://example.org/ns/*/sa/**).",
+    )
+    allow_fingerprint: tuple = listing(
+        policy.fingerprint,
+        "Let in clients whose certificate has one of these SHA-256 fingerprints "
+        "(hex, any case, colons optional).",
+    )
+    allow_spki: tuple = listing(
+        policy.fingerprint,
+        "Let in clients whose public key (SubjectPublicKeyInfo) has one of these SHA-256 digests.",
+    )
+    allow_all: bool = setting(
+        "false",
+        boolean,
+        "Let in every client certificate that chains to client_ca, explicitly.",
+    )
+    crl: tuple = listing(
+        path,
+        "CRL files (PEM or DER), one from each CA in client_ca; revoked clients are refused.",
+        kind=_PATH,
+    )
+    crl_stale: str = setting(
+        "warn",
+        choice("warn", "reject"),
+        "A CRL past its nextUpdate: warn (log and use it) or reject (refuse its clients).",
+    )
     source: "Source" = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
 
@@ -285,7 +332,7 @@ def load(
         except ValueError as e:
             raise source.error(f.name, str(e)) from None
         if f.metadata["kind"] == _PATH and value is not None and from_file:
-            value = base / value
+            value = tuple(base / v for v in value) if isinstance(value, tuple) else base / value
         parsed[f.name] = value
     return section_type(**parsed, source=source)
 

@@ -91,9 +91,11 @@ class PeerIdentity:
         return {
             "subject": self.subject,
             "cn": self.common_name,
+            "ou": list(self.organizational_units),
             "sans": self.sans(),
             "serial": f"{self.serial:x}",
             "issuer": self.issuer,
             "fingerprint": self.fingerprint_sha256,
+            "spki": self.spki_sha256,
             "not_after": self.not_after.isoformat(),
         }

@@ -36,6 +36,7 @@ class ServerMaterial:
     chain: tuple[x509.Certificate, ...]
     key: PrivateKey
     client_cas: tuple[x509.Certificate, ...]
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,11 @@ def load_server_material(config: ServerConfig) -> ServerMaterial:
     """
     Load and check everything the TLS listener serves; raise L{ConfigError}.
     """
+    from .revocation import load_crls
+
     chain, key = load_chain_and_key(config, ExtendedKeyUsageOID.SERVER_AUTH)
-    return ServerMaterial(chain, key, load_cas(config.source, "client_ca", config.client_ca))
+    cas = load_cas(config.source, "client_ca", config.client_ca)
+    return ServerMaterial(chain, key, cas, load_crls(config.source, "crl", config.crl, cas))
 
 
 def load_client_material(config: ClientConfig) -> ClientMaterial:

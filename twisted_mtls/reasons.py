@@ -114,6 +114,12 @@ _CERTIFICATE_ALERTS = {
     "unsupported certificate": "our certificate is not allowed for this use",
     "certificate unknown": "it could not accept our certificate",
     "access denied": "our certificate is valid but not allowed by its access policy",
+    # OpenSSL (through pyOpenSSL) sends this when the server's own check refuses
+    # a certificate whose chain verified, e.g. twisted-mtls' access policy.
+    "internal error": (
+        "it gave no specific reason; a twisted-mtls server sends this alert when "
+        "our certificate is valid but its access policy does not allow it"
+    ),
 }
 
 

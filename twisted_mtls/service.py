@@ -13,6 +13,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .config import ServerConfig
 from .material import ServerMaterial
+from .policy import Policy, log_open_policy
+from .revocation import Revocations
 from .protocol import MTLSFactory
 from .tls import ServerTLSCreator, server_context
 
@@ -43,12 +45,18 @@ class MTLSService(Service):
 
     def context_for(self, material: ServerMaterial):
         """
-        Return the server TLS context for C{material} under this configuration.
+        Return the server TLS context for C{material} under this configuration,
+        logging a warning about an open policy or a stale CRL.
         """
+        policy = Policy.from_config(self.config)
+        log_open_policy(policy, material.client_cas)
+        Revocations(material.crls, self.config.crl_stale).log_stale()
         return server_context(
             material,
             min_version=self.config.min_tls_version,
             verify_depth=self.config.verify_depth,
+            policy=policy,
+            crl_stale=self.config.crl_stale,
         )
 
     def listen(self):

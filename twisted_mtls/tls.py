@@ -26,8 +26,10 @@ from twisted.internet.interfaces import (
 from zope.interface import Attribute, Interface, implementer
 
 from .identity import PeerIdentity
-from .material import ClientMaterial, PrivateKey, ServerMaterial
+from .material import ClientMaterial, PrivateKey, ServerMaterial, is_ca
+from .policy import Policy
 from .reasons import describe_verify_error
+from .revocation import Revocations
 
 # Mozilla "intermediate" (v5.7) for TLS 1.2, ECDHE key exchange only.
 TLS12_CIPHERS = b":".join(
@@ -78,10 +80,36 @@ def tell_rejection(connection: SSL.Connection, reason: str) -> None:
         protocol.peerRejected(reason)
 
 
-def _verify_client(conn: SSL.Connection, cert: X509, code: int, depth: int, ok: int) -> bool:
-    if not ok:
-        tell_rejection(conn, describe_verify_error(code, cert.to_cryptography(), depth, "client"))
-    return bool(ok)
+def client_verifier(
+    policy: Policy | None = None, revocations: Revocations | None = None
+) -> VerifyCallback:
+    """
+    Return the server's verify callback: it refuses a client whose chain
+    OpenSSL rejects (tolerating a stale CRL when C{revocations} says so) or,
+    once the whole chain is verified, whose identity C{policy} refuses.
+    """
+
+    def verify(conn: SSL.Connection, cert: X509, code: int, depth: int, ok: int) -> bool:
+        certificate = cert.to_cryptography()
+        problem = None
+        if not ok:
+            if revocations is not None and revocations.tolerates(code, certificate):
+                return True
+            problem = (revocations and revocations.explain(code, certificate, depth)) or (
+                describe_verify_error(code, certificate, depth, "client")
+            )
+        elif depth == 0 and is_ca(certificate):
+            problem = "a CA certificate (basicConstraints CA:TRUE) is not a client certificate"
+        elif depth == 0 and policy is not None:
+            problem = policy.check(PeerIdentity.from_certificate(certificate))
+        if problem:
+            tell_rejection(conn, problem)
+        return problem is None
+
+    return verify
+
+
+_verify_client = client_verifier()
 
 
 def base_context(method: int, min_version: str) -> SSL.Context:
@@ -138,20 +166,26 @@ def server_context(
     *,
     min_version: str = "1.2",
     verify_depth: int = 4,
-    verify: VerifyCallback = _verify_client,
+    verify: VerifyCallback | None = None,
+    policy: Policy | None = None,
+    crl_stale: str = "warn",
 ) -> SSL.Context:
     """
     Return a server context that requires a client certificate issued by
-    one of C{material.client_cas}.
+    one of C{material.client_cas}, not revoked by C{material.crls} and
+    allowed by C{policy}.
     """
+    revocations = Revocations(material.crls, crl_stale)
     context = base_context(SSL.TLS_SERVER_METHOD, min_version)
     use_identity(context, material.chain, material.key)
     trust(context, material.client_cas)
+    revocations.install(context)
     for ca in material.client_cas:
         context.add_client_ca(ca)
-    context.set_verify(VERIFY_MODE, verify)
+    context.set_verify(VERIFY_MODE, verify or client_verifier(policy, revocations))
     context.set_verify_depth(verify_depth)
-    context.set_session_id(session_context_id(material))
+    rules = policy.digest() if policy is not None else b""
+    context.set_session_id(session_context_id(material, rules, revocations.digest()))
     return context
 
 
