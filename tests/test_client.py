@@ -13,7 +13,7 @@ from twisted_mtls.reasons import Kind
 
 from .processes import run_process
 from .support import (
-    TestCase, client_config, inline, make_folder, pki, port_of, start_plain_server, start_server,
+    LogEvents, TestCase, client_config, inline, make_folder, pki, port_of, start_plain_server, start_server,
     talk, write_issued,
 )
 
@@ -45,11 +45,15 @@ def free_port() -> int:
 
 
 class UntrustedServerTests(TestCase):
-    async def assertUntrusted(self, service, text: str, **overrides: str) -> None:
+    async def assertUntrusted(self, service, text: str, logged: str, **overrides: str) -> None:
         """
-        Check that our client refuses C{service} with C{text}, exit kind 4.
+        Check that our client refuses C{service} with C{text}, exit kind 4,
+        and that the server logged C{logged}.
         """
+        events = LogEvents(self)
         outcome = await talk(client_config(service, **overrides), b"secret")
+        failed = await events.first("handshake_failed")
+        self.assertEqual(failed["reason"], logged)
         self.assertEqual(outcome.output, b"")
         self.assertIsNotNone(outcome.failure)
         self.assertEqual(outcome.failure.explanation.kind, Kind.PEER_CERTIFICATE)
@@ -63,6 +67,9 @@ class UntrustedServerTests(TestCase):
             await self.assertUntrusted(
                 service,
                 f"certificate is for DNS:localhost, IP:127.0.0.1, not for {name!r}",
+                # pyOpenSSL cannot give a name mismatch its own verify error,
+                # so OpenSSL's alert says only "internal error".
+                "the client refused the handshake (TLS alert: internal error)",
                 server_name=name,
             )
 
@@ -76,6 +83,8 @@ class UntrustedServerTests(TestCase):
             service,
             "unknown CA: CN=Test Root CA is not a trusted CA "
             "(or the server did not send the intermediate certificate)",
+            "the client refused our certificate: it does not trust the CA that issued "
+            "our certificate (TLS alert: unknown ca)",
             ca=str(other),
         )
 
@@ -91,7 +100,10 @@ class UntrustedServerTests(TestCase):
         material = ServerMaterial((expired.certificate,), expired.key, (p.ca.certificate,))
         service = start_server(self, material=material)
         await self.assertUntrusted(
-            service, f"certificate expired on {end:%Y-%m-%d %H:%M:%S} UTC"
+            service,
+            f"certificate expired on {end:%Y-%m-%d %H:%M:%S} UTC",
+            "the client refused our certificate: our certificate has expired or is not yet "
+            "valid (TLS alert: certificate expired)",
         )
 
 

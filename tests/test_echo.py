@@ -96,6 +96,7 @@ class EchoTests(TestCase):
         outcome = await raw_talk(service, raw_context(pki().client), [b"one\n"])
         self.assertTrue(outcome.handshook)
         self.assertEqual(outcome.received, b"one\n")
+        self.assertTrue(outcome.clean, outcome.reason)
         closed = await events.first("connection_closed")
         self.assertEqual(closed["reason"], "idle for 0.2 s")
 
