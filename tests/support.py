@@ -13,14 +13,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from twisted.internet import defer, reactor, task
+from OpenSSL import SSL
+from twisted.internet import defer, endpoints, reactor, task
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from twisted_mtls import certbuilder, config
 from twisted_mtls.certbuilder import Issued
 from twisted_mtls.client import ClientFailed, run
-from twisted_mtls.material import load_client_material, load_server_material
+from twisted_mtls.material import ClientMaterial, ServerMaterial, load_client_material, load_server_material
 from twisted_mtls.service import MTLSService
 
 
@@ -61,10 +67,17 @@ class PKI:
         """
         Write C{issued} as NAME.pem and NAME.key; return both paths.
         """
-        cert, key = self.folder / f"{name}.pem", self.folder / f"{name}.key"
-        certbuilder.write_pem(cert, issued.pem(), force=True)
-        certbuilder.write_private_key(key, issued.key, force=True)
-        return cert, key
+        return write_issued(self.folder, name, issued)
+
+
+def write_issued(folder: Path, name: str, issued: Issued) -> tuple[Path, Path]:
+    """
+    Write C{issued} as FOLDER/NAME.pem and FOLDER/NAME.key; return both paths.
+    """
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    certbuilder.write_pem(cert, issued.pem(), force=True)
+    certbuilder.write_private_key(key, issued.key, force=True)
+    return cert, key
 
 
 _pki: PKI | None = None
@@ -107,12 +120,16 @@ def server_config(**overrides: str) -> config.ServerConfig:
     return config.load(config.ServerConfig, None, values)
 
 
-def start_server(testcase, settings: config.ServerConfig | None = None) -> MTLSService:
+def start_server(
+    testcase, settings: config.ServerConfig | None = None, material: ServerMaterial | None = None
+) -> MTLSService:
     """
-    Start a daemon service listening on loopback; stop it when the test ends.
+    Start a daemon service listening on loopback (with C{material} instead of
+    what C{settings} name, when given); stop it when the test ends.
     """
     settings = settings or server_config()
-    service = MTLSService(settings, load_server_material(settings), reactor)
+    material = material or load_server_material(settings)
+    service = MTLSService(settings, material, reactor)
     service.privilegedStartService()
     service.startService()
 
@@ -129,13 +146,13 @@ def port_of(service: MTLSService) -> int:
     return service.port.getHost().port
 
 
-def client_config(service: MTLSService, cert: Path | None = None, key: Path | None = None, **overrides: str) -> config.ClientConfig:
+def client_config(service: MTLSService | None, cert: Path | None = None, key: Path | None = None, **overrides: str) -> config.ClientConfig:
     """
     Return a [client] configuration that talks to C{service} as the good client.
     """
     p = pki()
     values = {
-        "connect": f"127.0.0.1:{port_of(service)}",
+        "connect": f"127.0.0.1:{port_of(service) if service else 1}",
         "server_name": "localhost",
         "certificate": str(cert or p.folder / "client.pem"),
         "private_key": str(key or p.folder / "client.key"),
@@ -160,13 +177,19 @@ class Outcome:
         return self.failure.explanation.text if self.failure else ""
 
 
-async def talk(settings: config.ClientConfig, message: bytes | None = b"hello") -> Outcome:
+async def talk(
+    settings: config.ClientConfig,
+    message: bytes | None = b"hello",
+    material: ClientMaterial | None = None,
+) -> Outcome:
     """
-    Run the real client once; return what it printed or why it failed.
+    Run the real client once (presenting C{material} instead of what
+    C{settings} name, when given); return what it printed or why it failed.
     """
     output = io.BytesIO()
+    material = material or load_client_material(settings)
     try:
-        await run(reactor, settings, load_client_material(settings), message, output)
+        await run(reactor, settings, material, message, output)
     except ClientFailed as failure:
         return Outcome(output.getvalue(), failure)
     return Outcome(output.getvalue(), None)
@@ -227,3 +250,130 @@ def inline(f):
     wrapper.__doc__ = f.__doc__
     return wrapper
 
+
+
+# --- a raw TLS client: any certificate, any versions, any bytes ---------------
+
+
+def raw_context(
+    issued: Issued | None = None,
+    *,
+    min_version: int = SSL.TLS1_2_VERSION,
+    max_version: int | None = None,
+    ciphers: bytes | None = None,
+) -> SSL.Context:
+    """
+    Return a client context presenting C{issued} (or no certificate) that
+    verifies nothing, limited to the given TLS versions and ciphers.
+    """
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_min_proto_version(min_version)
+    if max_version is not None:
+        context.set_max_proto_version(max_version)
+    if ciphers is not None:
+        context.set_cipher_list(ciphers)
+    if issued is not None:
+        context.use_certificate(issued.certificate)
+        context.use_privatekey(issued.key)
+    context.set_verify(SSL.VERIFY_NONE)
+    return context
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class RawCreator:
+    """
+    Makes client connections from one fixed context.
+    """
+
+    def __init__(self, context: SSL.Context) -> None:
+        self.context = context
+
+    def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
+        return SSL.Connection(self.context, None)
+
+
+@dataclass
+class RawOutcome:
+    """
+    What a raw client saw: whether its handshake completed, what came back,
+    and why the connection ended.
+    """
+
+    handshook: bool
+    received: bytes
+    reason: Failure
+    tls_version: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.reason.check(ConnectionDone) is not None
+
+
+@implementer(IHandshakeListener)
+class RawClient(Protocol):
+    """
+    After the handshake, writes C{chunks} one C{write} each; closes once
+    C{expect} bytes came back (never, when L{None}).
+    """
+
+    handshook = False
+    tls_version = None
+
+    def __init__(self, chunks: list[bytes], expect: int | None) -> None:
+        self.chunks = chunks
+        self.expect = expect
+        self.received = b""
+        self.lost: defer.Deferred = defer.Deferred()
+
+    def handshakeCompleted(self) -> None:
+        self.handshook = True
+        self.tls_version = self.transport.getHandle().get_protocol_version_name()
+        for chunk in self.chunks:
+            self.transport.write(chunk)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.expect is not None and len(self.received) >= self.expect:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        self.reason = reason
+        self.lost.callback(None)
+
+
+async def raw_talk(
+    service: MTLSService,
+    context: SSL.Context | None,
+    chunks: list[bytes] = (),
+    expect: int | None = None,
+    timeout: float = 5.0,
+) -> RawOutcome:
+    """
+    Connect to C{service} over TLS with C{context} (plain TCP when L{None}),
+    send C{chunks} and return what happened once the connection ends.
+    """
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port_of(service), timeout=timeout)
+    if context is not None:
+        endpoint = endpoints.wrapClientTLS(RawCreator(context), endpoint)
+    client = RawClient(list(chunks), expect)
+    await endpoint.connect(Factory.forProtocol(lambda: client))
+    await client.lost.addTimeout(timeout, reactor)
+    return RawOutcome(client.handshook, client.received, client.reason, client.tls_version)
+
+
+class _Greeter(Protocol):
+    def connectionMade(self) -> None:
+        if self.factory.greeting:
+            self.transport.write(self.factory.greeting)
+
+
+def start_plain_server(testcase, greeting: bytes = b"") -> int:
+    """
+    Listen on loopback with a plain TCP server that sends C{greeting} (or
+    nothing) and never speaks TLS; return its port.
+    """
+    factory = Factory.forProtocol(_Greeter)
+    factory.greeting = greeting
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    return port.getHost().port

@@ -48,6 +48,7 @@ class EchoClient(Protocol):
     finished = False
     inputEnded = False
     rejection: str | None = None
+    failure: Explanation | None = None
     sent = 0
     received = 0
     lastByte = b"\n"
@@ -102,20 +103,24 @@ class EchoClient(Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
-        if self.finished:
+        explanation = describe_tls_failure(reason.value, "server")
+        # A TLS 1.3 server refuses our certificate after our side of the
+        # handshake is done: its alert counts even when all was echoed
+        # (with empty input, nothing was).
+        if self.finished and explanation.kind is not Kind.REFUSED_BY_PEER:
             self.done.callback(0)
             return
-        if self.rejection:
+        if self.failure is not None:
+            explanation = self.failure
+        elif self.rejection:
             explanation = Explanation(
                 Kind.PEER_CERTIFICATE, f"the server's certificate is not acceptable: {self.rejection}"
             )
-        else:
-            explanation = describe_tls_failure(reason.value, "server")
-            if self.handshook and explanation.kind is Kind.PROTOCOL:
-                explanation = Explanation(
-                    Kind.PROTOCOL,
-                    f"{explanation.text} after echoing {self.received} of {self.sent} bytes",
-                )
+        elif self.handshook and explanation.kind is Kind.PROTOCOL:
+            explanation = Explanation(
+                Kind.PROTOCOL,
+                f"{explanation.text} after echoing {self.received} of {self.sent} bytes",
+            )
         self.done.errback(ClientFailed(explanation))
 
 
@@ -165,7 +170,7 @@ async def run(reactor, settings: config.ClientConfig, material, message: bytes |
         protocol = await endpoint.connect(factory)
     except Exception:
         raise ClientFailed(_connect_failure(Failure(), where))
-    timer = reactor.callLater(settings.timeout, _handshakeTimeout, protocol, settings.timeout)
+    timer = reactor.callLater(settings.timeout, _handshakeTimeout, protocol, where, settings.timeout)
     try:
         return await done
     finally:
@@ -173,9 +178,12 @@ async def run(reactor, settings: config.ClientConfig, material, message: bytes |
             timer.cancel()
 
 
-def _handshakeTimeout(protocol: EchoClient, timeout: float) -> None:
+def _handshakeTimeout(protocol: EchoClient, where: str, timeout: float) -> None:
     if not protocol.handshook:
-        protocol.peerRejected(f"handshake did not complete within {timeout:g} s")
+        protocol.failure = Explanation(
+            Kind.CONNECT,
+            f"cannot connect to {where}: the TLS handshake did not complete within {timeout:g} s",
+        )
         protocol.transport.abortConnection()
 
 
