@@ -151,7 +151,7 @@ def describe_tls_failure(error: BaseException, role: str) -> Explanation:
         alert = _ALERT.search(reason)
         if alert:
             name = alert.group(1)
-            if name in _CERTIFICATE_ALERTS:
+            if name in _CERTIFICATE_ALERTS and (name != "internal error" or role == "server"):
                 return Explanation(
                     Kind.REFUSED_BY_PEER,
                     f"the {role} refused our certificate: {_CERTIFICATE_ALERTS[name]} "
