@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from twisted_mtls import certbuilder, config
 from twisted_mtls.certbuilder import Issued
@@ -227,3 +230,87 @@ def inline(f):
     wrapper.__doc__ = f.__doc__
     return wrapper
 
+
+
+@implementer(IHandshakeListener)
+class Session(Protocol):
+    """
+    A client connection kept open for a test: it collects every echoed
+    byte; C{handshook} and C{lost} fire when the handshake completes and
+    when the connection ends.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.handshook: defer.Deferred = defer.Deferred()
+        self.lost: defer.Deferred = defer.Deferred()
+
+    def handshakeCompleted(self) -> None:
+        self.handshook.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason) -> None:
+        if not self.handshook.called:
+            self.handshook.errback(reason)
+        self.lost.callback(reason.value)
+
+    def served_certificate(self):
+        """
+        Return the certificate the server presented (cryptography object).
+        """
+        return self.transport.getHandle().get_peer_certificate(as_cryptography=True)
+
+    async def echo(self, line: bytes) -> bytes:
+        """
+        Send C{line} (newline added) and wait until everything sent came back.
+        """
+        expected = len(self.received) + len(line) + 1
+        self.transport.write(line + b"\n")
+        await eventually(lambda: len(self.received) >= expected)
+        return bytes(self.received[-len(line) - 1 :])
+
+
+async def open_session(testcase, settings: config.ClientConfig) -> Session:
+    """
+    Connect to the server as C{settings} say and complete the handshake;
+    the connection is aborted when the test ends.
+    """
+    from twisted.internet import endpoints
+
+    from twisted_mtls.tls import ClientTLSCreator
+
+    host, port = settings.connect
+    endpoint = endpoints.wrapClientTLS(
+        ClientTLSCreator(load_client_material(settings), settings.server_name or host),
+        endpoints.TCP4ClientEndpoint(reactor, host, port),
+    )
+    session = await endpoint.connect(Factory.forProtocol(Session))
+    testcase.addCleanup(session.transport.abortConnection)
+    return await session.handshook
+
+
+def pending_output(protocol) -> int:
+    """
+    Return how many bytes the server holds for C{protocol}'s peer: in the TLS
+    transport's small-write buffer and send buffer, and in the TCP
+    transport's write buffer.
+    """
+    tls = protocol.transport
+    tcp = tls.transport
+    aggregator = getattr(tls, "_aggregator", None)
+    aggregated = sum(len(b) for b in getattr(aggregator, "_buffer", ()))
+    return (
+        aggregated
+        + sum(len(b) for b in tls._appSendBuffer)
+        + len(tcp.dataBuffer) - tcp.offset
+        + tcp._tempDataLen
+    )
+
+
+def served(service: MTLSService) -> list:
+    """
+    Return the server-side protocols of C{service}'s open connections.
+    """
+    return list(service.factory.active)
