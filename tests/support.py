@@ -287,7 +287,7 @@ async def open_session(testcase, settings: config.ClientConfig) -> Session:
         endpoints.TCP4ClientEndpoint(reactor, host, port),
     )
     session = await endpoint.connect(Factory.forProtocol(Session))
-    testcase.addCleanup(session.transport.abortConnection)
+    testcase.addCleanup(lambda: session.lost.called or session.transport.abortConnection())
     return await session.handshook
 
 
@@ -314,3 +314,31 @@ def served(service: MTLSService) -> list:
     Return the server-side protocols of C{service}'s open connections.
     """
     return list(service.factory.active)
+
+
+def stranger_config(testcase, service: MTLSService) -> config.ClientConfig:
+    """
+    Return a [client] configuration presenting a certificate from a CA the server does not trust.
+    """
+    stranger = certbuilder.make_client(certbuilder.make_ca("Other CA"), "mallory")
+    folder = make_folder(testcase)
+    cert, key = folder / "mallory.pem", folder / "mallory.key"
+    certbuilder.write_pem(cert, stranger.pem())
+    certbuilder.write_private_key(key, stranger.key)
+    return client_config(service, cert, key)
+
+
+async def flood_until_paused(session: Session, server, block: bytes, most: int = 1000) -> int:
+    """
+    Stop reading on C{session}'s side and send C{block} (at most C{most}
+    times) until the server stops reading from it; return the bytes sent.
+    """
+    session.transport.pauseProducing()
+    sent = 0
+    for _ in range(most):
+        if server.readingPaused:
+            break
+        session.transport.write(block)
+        sent += len(block)
+        await task.deferLater(reactor, 0, lambda: None)
+    return sent

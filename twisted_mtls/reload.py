@@ -58,6 +58,7 @@ class MaterialWatcher(Service):
         self.clock = service.reactor
         self.handleSignals = handleSignals
         self.seen = self.digest()
+        self.lastSuccess = self.clock.seconds()  # the service loaded it
 
     def digest(self) -> bytes:
         """
@@ -67,7 +68,6 @@ class MaterialWatcher(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.lastSuccess = self.clock.seconds()
         if self.handleSignals and hasattr(signal, "SIGHUP"):
             self._previousHandler = signal.signal(signal.SIGHUP, self._onSignal)
         interval = self.service.config.reload_interval

@@ -5,8 +5,10 @@ close the rest.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
+from twisted.application.service import Service
 from twisted.internet import task
 from twisted.logger import Logger
 
@@ -44,6 +46,10 @@ async def drain(factory, clock, timeout: float, step: float = 0.05) -> ShutdownR
     stuck = list(factory.active)
     for protocol in stuck:
         protocol.closeBecause("still open after shutdown_timeout", abort=True)
+    for _ in range(100):  # an abort completes within a reactor iteration or two
+        if not factory.active:
+            break
+        await task.deferLater(clock, 0, lambda: None)
     report = ShutdownReport(len(served) - len(stuck), len(handshaking), len(stuck))
     log.info(
         "shut down: {clean} connections closed cleanly, {handshaking} aborted "
@@ -56,3 +62,44 @@ async def drain(factory, clock, timeout: float, step: float = 0.05) -> ShutdownR
     )
     return report
 
+
+
+class SignalShutdown(Service):
+    """
+    Makes SIGTERM and SIGINT stop the reactor gracefully (the services'
+    stopService runs) and the process exit with status 0, rather than
+    twistd's default of re-raising the signal once stopped.
+    """
+
+    name = "signals"
+    _previous: dict = {}
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        # After the reactor has installed its own handlers, which ours replace.
+        self.reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        if not self.running:
+            return
+        self._previous = {
+            number: signal.signal(number, self._onSignal)
+            for number in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def stopService(self) -> None:
+        super().stopService()
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _onSignal(self, number, frame) -> None:
+        self.reactor.callFromThread(self._stop, signal.Signals(number).name)
+
+    def _stop(self, name: str) -> None:
+        log.info("received {signal}: shutting down gracefully", event="stopping", signal=name)
+        if self.reactor.running:
+            self.reactor.stop()

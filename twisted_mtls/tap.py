@@ -90,6 +90,7 @@ def makeService(options: Options):
     from .metrics import MetricsService
     from .reload import MaterialWatcher
     from .service import MTLSService
+    from .shutdown import SignalShutdown
 
     twistd = getattr(options, "parent", None)
     daemon = DaemonService(
@@ -97,6 +98,7 @@ def makeService(options: Options):
     )
     service = MTLSService(options.serverConfig, options.material)
     service.setServiceParent(daemon)
+    SignalShutdown(service.reactor).setServiceParent(daemon)
     watcher = MaterialWatcher(service)
     watcher.setServiceParent(daemon)
     if options.metricsConfig.listen:
