@@ -377,3 +377,113 @@ def start_plain_server(testcase, greeting: bytes = b"") -> int:
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     testcase.addCleanup(port.stopListening)
     return port.getHost().port
+@implementer(IHandshakeListener)
+class Session(Protocol):
+    """
+    A client connection kept open for a test: it collects every echoed
+    byte; C{handshook} and C{lost} fire when the handshake completes and
+    when the connection ends.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.handshook: defer.Deferred = defer.Deferred()
+        self.lost: defer.Deferred = defer.Deferred()
+
+    def handshakeCompleted(self) -> None:
+        self.handshook.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason) -> None:
+        if not self.handshook.called:
+            self.handshook.errback(reason)
+        self.lost.callback(reason.value)
+
+    def served_certificate(self):
+        """
+        Return the certificate the server presented (cryptography object).
+        """
+        return self.transport.getHandle().get_peer_certificate(as_cryptography=True)
+
+    async def echo(self, line: bytes) -> bytes:
+        """
+        Send C{line} (newline added) and wait until everything sent came back.
+        """
+        expected = len(self.received) + len(line) + 1
+        self.transport.write(line + b"\n")
+        await eventually(lambda: len(self.received) >= expected)
+        return bytes(self.received[-len(line) - 1 :])
+
+
+async def open_session(testcase, settings: config.ClientConfig) -> Session:
+    """
+    Connect to the server as C{settings} say and complete the handshake;
+    the connection is aborted when the test ends.
+    """
+    from twisted.internet import endpoints
+
+    from twisted_mtls.tls import ClientTLSCreator
+
+    host, port = settings.connect
+    endpoint = endpoints.wrapClientTLS(
+        ClientTLSCreator(load_client_material(settings), settings.server_name or host),
+        endpoints.TCP4ClientEndpoint(reactor, host, port),
+    )
+    session = await endpoint.connect(Factory.forProtocol(Session))
+    testcase.addCleanup(lambda: session.lost.called or session.transport.abortConnection())
+    return await session.handshook
+
+
+def pending_output(protocol) -> int:
+    """
+    Return how many bytes the server holds for C{protocol}'s peer: in the TLS
+    transport's small-write buffer and send buffer, and in the TCP
+    transport's write buffer.
+    """
+    tls = protocol.transport
+    tcp = tls.transport
+    aggregator = getattr(tls, "_aggregator", None)
+    aggregated = sum(len(b) for b in getattr(aggregator, "_buffer", ()))
+    return (
+        aggregated
+        + sum(len(b) for b in tls._appSendBuffer)
+        + len(tcp.dataBuffer) - tcp.offset
+        + tcp._tempDataLen
+    )
+
+
+def served(service: MTLSService) -> list:
+    """
+    Return the server-side protocols of C{service}'s open connections.
+    """
+    return list(service.factory.active)
+
+
+def stranger_config(testcase, service: MTLSService) -> config.ClientConfig:
+    """
+    Return a [client] configuration presenting a certificate from a CA the server does not trust.
+    """
+    stranger = certbuilder.make_client(certbuilder.make_ca("Other CA"), "mallory")
+    folder = make_folder(testcase)
+    cert, key = folder / "mallory.pem", folder / "mallory.key"
+    certbuilder.write_pem(cert, stranger.pem())
+    certbuilder.write_private_key(key, stranger.key)
+    return client_config(service, cert, key)
+
+
+async def flood_until_paused(session: Session, server, block: bytes, most: int = 1000) -> int:
+    """
+    Stop reading on C{session}'s side and send C{block} (at most C{most}
+    times) until the server stops reading from it; return the bytes sent.
+    """
+    session.transport.pauseProducing()
+    sent = 0
+    for _ in range(most):
+        if server.readingPaused:
+            break
+        session.transport.write(block)
+        sent += len(block)
+        await task.deferLater(reactor, 0, lambda: None)
+    return sent

@@ -201,6 +201,40 @@ class ServerConfig:
     idle_timeout: float = setting(
         "300", seconds(), "Close a connection idle this many seconds (0: never)."
     )
+    max_connection_lifetime: float = setting(
+        "0",
+        seconds(),
+        "Close a connection cleanly once it has been open this many seconds (0: never).",
+    )
+    max_connections: int = setting(
+        "1000",
+        whole_number(0),
+        "Most connections open at once (handshaking or served); further ones are "
+        "closed at once and counted (0: no limit).",
+    )
+    max_pending_output: int = setting(
+        "262144",
+        whole_number(4096, 2**30),
+        "Bytes of unsent output per connection above which the server stops reading "
+        "from that client until it has drained.",
+    )
+    close_timeout: float = setting(
+        "5",
+        seconds(0.001),
+        "Abort a connection whose peer has not completed a clean close within this many seconds.",
+    )
+    shutdown_timeout: float = setting(
+        "10",
+        seconds(),
+        "On SIGTERM/SIGINT, seconds open connections get to receive their echoes "
+        "before they are closed.",
+    )
+    reload_interval: float = setting(
+        "0",
+        seconds(),
+        "Check the certificate, key and CA files this often and reload them when "
+        "their content changed (0: only on SIGHUP).",
+    )
     handshake_timeout: float = setting(
         "10", seconds(0.001), "Abort a TLS handshake not completed within this many seconds."
     )
@@ -272,9 +306,50 @@ class ClientConfig:
     source: "Source" = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
 
-SECTIONS: Mapping[str, type] = {"server": ServerConfig, "client": ClientConfig}
+@dataclass(frozen=True)
+class LogConfig:
+    """
+    The C{[log]} section: how the daemon writes its log.
+    """
 
-Section = TypeVar("Section", ServerConfig, ClientConfig)
+    format: str = setting(
+        "text",
+        choice("text", "json"),
+        "text: twistd's lines; json: one JSON object per line with stable field names.",
+    )
+    source: "Source" = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+
+def optional_server_endpoint(value: str) -> str:
+    """
+    Accept a Twisted server endpoint description, or nothing (off).
+    """
+    return server_endpoint(value) if value.strip() else ""
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """
+    The C{[metrics]} section: the Prometheus and health-check listener.
+    """
+
+    listen: str = setting(
+        "",
+        optional_server_endpoint,
+        "Twisted server endpoint serving /metrics and /healthz over plain HTTP, "
+        "e.g. tcp:9100:interface=127.0.0.1 (empty: off).",
+    )
+    source: "Source" = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+
+SECTIONS: Mapping[str, type] = {
+    "server": ServerConfig,
+    "client": ClientConfig,
+    "log": LogConfig,
+    "metrics": MetricsConfig,
+}
+
+Section = TypeVar("Section", ServerConfig, ClientConfig, LogConfig, MetricsConfig)
 
 
 @dataclass(frozen=True)
@@ -301,6 +376,19 @@ def settings(section: type) -> list:
     Return the dataclass fields of C{section} that are configurable keys.
     """
     return [f for f in fields(section) if "parse" in f.metadata]
+
+
+def file_paths(values: Any) -> list[Path]:
+    """
+    Return the files a loaded section names (its path keys that are set,
+    each file of a list-valued key).
+    """
+    paths: list[Path] = []
+    for f in settings(type(values)):
+        value = getattr(values, f.name)
+        if f.metadata["kind"] == _PATH and value is not None:
+            paths.extend(value if isinstance(value, tuple) else [value])
+    return paths
 
 
 def load(

@@ -5,7 +5,8 @@ service shares, and the line echo.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -14,6 +15,7 @@ from zope.interface import implementer
 
 from .identity import PeerIdentity
 from .reasons import describe_tls_failure
+from .stats import ConnectionStats
 from .tls import IPeerRejectionListener
 
 log = Logger(namespace="twisted_mtls")
@@ -29,12 +31,17 @@ def describe_address(address) -> str:
     return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
 
 
-@implementer(IHandshakeListener, IPeerRejectionListener)
+@implementer(IHandshakeListener, IPeerRejectionListener, IPushProducer)
 class MTLSProtocol(Protocol, TimeoutMixin):
     """
     The part of every served protocol that deals with the connection itself:
-    handshake and idle timeouts, the peer's identity, and the log lines for
-    its start, end or rejection.
+    handshake, idle, lifetime and close timeouts, the peer's identity, the
+    log lines for its start, end or rejection, and flow control.
+
+    It is the producer of its own output: while more than
+    C{max_pending_output} bytes wait to be sent, it stops reading from the
+    peer, so a client that does not read cannot make the server buffer
+    without bound.
 
     After the handshake C{self.peerIdentity} is the verified client's
     L{PeerIdentity}; subclasses start serving in L{peerAuthenticated}.
@@ -44,7 +51,12 @@ class MTLSProtocol(Protocol, TimeoutMixin):
     peerIdentity: PeerIdentity | None = None
     handshakeDone = False
     closeReason: str | None = None
+    closeLabel: str | None = None
+    closing = False
+    readingPaused = False
+    lifetimeCall = None
     bytesIn = 0
+    flowControlled = False
     bytesOut = 0
     lines = 0
 
@@ -53,6 +65,7 @@ class MTLSProtocol(Protocol, TimeoutMixin):
         self.startedAt = self.factory.clock.seconds()
         self.peer = describe_address(self.transport.getPeer())
         self.setTimeout(self.factory.config.handshake_timeout)
+        self.factory.connectionOpened(self)
 
     def peerRejected(self, reason: str) -> None:
         if self.closeReason is None:
@@ -68,6 +81,18 @@ class MTLSProtocol(Protocol, TimeoutMixin):
         )
         self.setTimeout(self.factory.config.idle_timeout or None)
         identity = self.peerIdentity
+        self.factory.stats.handshakeSucceeded(
+            self.factory.clock.seconds() - self.startedAt, identity.not_after.timestamp()
+        )
+        self._startFlowControl()
+        lifetime = self.factory.config.max_connection_lifetime
+        if lifetime:
+            self.lifetimeCall = self.callLater(
+                lifetime,
+                self.closeBecause,
+                f"open for {lifetime:g} s (max_connection_lifetime)",
+                label="lifetime",
+            )
         log.info(
             "{peer} connected: {subject} [{sans_text}] sha256={fingerprint} {tls_version} {cipher}",
             event="connection_open",
@@ -87,21 +112,66 @@ class MTLSProtocol(Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
 
-    def closeBecause(self, reason: str, abort: bool = False) -> None:
+    def _startFlowControl(self) -> None:
+        lower = getattr(self.transport, "transport", None)
+        if hasattr(lower, "bufferSize"):
+            lower.bufferSize = self.factory.config.max_pending_output
+        self.transport.registerProducer(self, True)
+        self.flowControlled = True
+
+    def pauseProducing(self) -> None:
         """
-        Close this connection (cleanly, or at once with C{abort}), logging C{reason}.
+        Our peer is not reading what we send fast enough: stop reading from it.
+        """
+        if not self.readingPaused:
+            self.readingPaused = True
+            self.factory.stats.readPauses += 1
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        Our output has drained: read from the peer again.
+        """
+        if self.readingPaused:
+            self.readingPaused = False
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going away; nothing to stop.
+        """
+
+    def closeBecause(
+        self, reason: str, abort: bool = False, label: str = "error", grace: float | None = -1
+    ) -> None:
+        """
+        Close this connection, logging C{reason} and counting it under
+        C{label}: cleanly after the output already written (aborting it if
+        the peer has not closed within C{grace} seconds, by default
+        C{close_timeout}; L{None}: no limit), or at once with C{abort}.
         """
         if self.closeReason is None:
             self.closeReason = reason
-        self.setTimeout(None)
+            self.closeLabel = label
+        self.closing = True
         if abort:
+            self.setTimeout(None)
             self.transport.abortConnection()
-        else:
-            self.transport.loseConnection()
+            return
+        self.setTimeout(self.factory.config.close_timeout if grace == -1 else grace)
+        if self.flowControlled:
+            self.flowControlled = False
+            self.transport.unregisterProducer()
+        self.resumeProducing()  # read on, so that the peer's close is seen
+        self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
-        if self.handshakeDone:
-            self.closeBecause(f"idle for {self.factory.config.idle_timeout:g} s")
+        if self.closing:
+            self.closeBecause("did not close cleanly", abort=True)
+        elif self.handshakeDone:
+            self.closeBecause(
+                f"idle for {self.factory.config.idle_timeout:g} s", label="idle_timeout"
+            )
         else:
             self.closeBecause(
                 f"handshake not completed within {self.factory.config.handshake_timeout:g} s",
@@ -110,14 +180,20 @@ class MTLSProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason) -> None:
         self.setTimeout(None)
+        if self.lifetimeCall is not None and self.lifetimeCall.active():
+            self.lifetimeCall.cancel()
+        self.factory.connectionEnded(self)
+        stats = self.factory.stats
         if not self.handshakeDone:
-            log.warn(
-                "{peer} rejected: {reason}",
-                event="handshake_failed",
-                peer=self.peer,
-                reason=self.closeReason or describe_tls_failure(reason.value, "client").text,
-            )
+            why = self.closeReason or describe_tls_failure(reason.value, "client").text
+            stats.handshakeFailed(why)
+            stats.connectionClosed("handshake_failed", 0, self.bytesIn, self.bytesOut)
+            log.warn("{peer} rejected: {reason}", event="handshake_failed", peer=self.peer, reason=why)
             return
+        label = self.closeLabel or (
+            "client_closed" if reason.check(ConnectionDone) else "connection_lost"
+        )
+        stats.connectionClosed(label, self.lines, self.bytesIn, self.bytesOut)
         log.info(
             "{peer} closed after {duration_ms:.0f} ms: {lines} lines, "
             "{bytes_in} bytes in, {bytes_out} bytes out; {reason}",
@@ -146,7 +222,6 @@ class LineEcho(MTLSProtocol, LineReceiver):
     """
 
     delimiter = b"\n"
-    closing = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -189,7 +264,7 @@ class LineEcho(MTLSProtocol, LineReceiver):
         self.closing = True
         self._buffer = b""
         self.sendLine(b"ERROR line too long: the limit is %d bytes" % (self.MAX_LENGTH,))
-        self.closeBecause(f"sent a line longer than {self.MAX_LENGTH} bytes")
+        self.closeBecause(f"sent a line longer than {self.MAX_LENGTH} bytes", label="line_too_long")
 
 
 class MTLSFactory(Factory):
@@ -202,3 +277,48 @@ class MTLSFactory(Factory):
     def __init__(self, config, clock) -> None:
         self.config = config
         self.clock = clock
+        self.active: set[MTLSProtocol] = set()
+        self.stats = ConnectionStats()
+        self._refusedUnlogged = 0
+        self._refusalLoggedAt = float("-inf")
+
+    def connectionOpened(self, protocol: MTLSProtocol) -> None:
+        """
+        Count C{protocol}'s connection as open.
+        """
+        self.active.add(protocol)
+        self.stats.accepted += 1
+
+    def connectionEnded(self, protocol: MTLSProtocol) -> None:
+        """
+        Count C{protocol}'s connection as closed.
+        """
+        self.active.discard(protocol)
+
+    def full(self) -> bool:
+        """
+        Return whether C{max_connections} connections are open.
+        """
+        limit = self.config.max_connections
+        return bool(limit) and len(self.active) >= limit
+
+    def refused(self, address) -> None:
+        """
+        Count a connection from C{address} closed at once because we are full,
+        logging at most one line a second about such refusals.
+        """
+        self.stats.refused += 1
+        self._refusedUnlogged += 1
+        now = self.clock.seconds()
+        if now - self._refusalLoggedAt >= 1:
+            log.warn(
+                "{peer} refused: {max_connections} connections are open "
+                "(max_connections); {count} refused since the last such line",
+                event="connection_refused",
+                peer=describe_address(address),
+                max_connections=self.config.max_connections,
+                count=self._refusedUnlogged,
+                reason="max_connections reached",
+            )
+            self._refusedUnlogged = 0
+            self._refusalLoggedAt = now

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from twisted.application.service import Service
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -16,9 +16,23 @@ from .material import ServerMaterial
 from .policy import Policy, log_open_policy
 from .revocation import Revocations
 from .protocol import MTLSFactory
+from .shutdown import drain
 from .tls import ServerTLSCreator, server_context
 
 log = Logger(namespace="twisted_mtls")
+
+
+class LimitedTLSFactory(TLSMemoryBIOFactory):
+    """
+    Wraps each accepted connection in TLS, unless C{max_connections} are
+    open: then the socket is closed at once, before any TLS state exists.
+    """
+
+    def buildProtocol(self, addr):
+        if self.wrappedFactory.full():
+            self.wrappedFactory.refused(addr)
+            return None
+        return super().buildProtocol(addr)
 
 
 class MTLSService(Service):
@@ -41,7 +55,7 @@ class MTLSService(Service):
         self.material = material
         self.creator = ServerTLSCreator(self.context_for(material))
         self.factory = MTLSFactory(config, reactor)
-        self.tlsFactory = TLSMemoryBIOFactory(self.creator, False, self.factory)
+        self.tlsFactory = LimitedTLSFactory(self.creator, False, self.factory)
 
     def context_for(self, material: ServerMaterial):
         """
@@ -99,7 +113,16 @@ class MTLSService(Service):
         )
 
     def stopService(self):
+        """
+        Stop accepting at once, then close the open connections gracefully
+        within C{shutdown_timeout} seconds; the Deferred fires when done.
+        """
         super().stopService()
+        stopped = None
         if self.port is not None:
             port, self.port = self.port, None
-            return port.stopListening()
+            stopped = port.stopListening()
+        drained = defer.ensureDeferred(
+            drain(self.factory, self.reactor, self.config.shutdown_timeout)
+        )
+        return defer.gatherResults([defer.maybeDeferred(lambda: stopped), drained])

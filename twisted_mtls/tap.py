@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from twisted.application.service import MultiService
 from twisted.python import usage
 
 from . import config
@@ -54,16 +55,52 @@ class Options(usage.Options):
         }
         try:
             self.serverConfig = config.load(config.ServerConfig, self["config"], overrides)
+            self.logConfig = config.load(config.LogConfig, self["config"])
+            self.metricsConfig = config.load(config.MetricsConfig, self["config"])
             self.material = load_server_material(self.serverConfig)
         except ConfigError as e:
             sys.stderr.write(f"mtls: configuration error: {e}\n")
             raise SystemExit(EXIT_CONFIG)
 
 
+class DaemonService(MultiService):
+    """
+    The whole daemon: the TLS listener, its material watcher and the
+    metrics listener; under twistd it also installs the configured log
+    observer on the application.
+    """
+
+    def __init__(self, observer=None) -> None:
+        super().__init__()
+        self.observer = observer
+
+    def setServiceParent(self, parent) -> None:
+        if self.observer is not None and hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            parent.setComponent(ILogObserver, self.observer)
+        super().setServiceParent(parent)
+
+
 def makeService(options: Options):
     """
     Return the daemon's service for parsed C{options}.
     """
+    from .logs import twistd_observer
+    from .metrics import MetricsService
+    from .reload import MaterialWatcher
     from .service import MTLSService
+    from .shutdown import SignalShutdown
 
-    return MTLSService(options.serverConfig, options.material)
+    twistd = getattr(options, "parent", None)
+    daemon = DaemonService(
+        twistd_observer(options.logConfig.format, twistd) if twistd is not None else None
+    )
+    service = MTLSService(options.serverConfig, options.material)
+    service.setServiceParent(daemon)
+    SignalShutdown(service.reactor).setServiceParent(daemon)
+    watcher = MaterialWatcher(service)
+    watcher.setServiceParent(daemon)
+    if options.metricsConfig.listen:
+        MetricsService(options.metricsConfig.listen, service, watcher).setServiceParent(daemon)
+    return daemon

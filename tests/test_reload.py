@@ -1,0 +1,165 @@
+"""
+Hot reload of the served certificate, key and client CAs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+
+from twisted_mtls import certbuilder
+from twisted_mtls.reload import MaterialWatcher
+
+from .support import (
+    LogEvents,
+    TestCase,
+    client_config,
+    inline,
+    make_folder,
+    open_session,
+    pki,
+    server_config,
+    start_server,
+    talk,
+)
+
+
+def write_server(folder, name: str, issued) -> None:
+    """
+    Write C{issued} as FOLDER/server.pem and server.key, each by an atomic rename.
+    """
+    for suffix, write in (
+        ("pem", lambda p: certbuilder.write_pem(p, issued.pem())),
+        ("key", lambda p: certbuilder.write_private_key(p, issued.key)),
+    ):
+        temporary = folder / f".{name}.{suffix}.tmp"
+        write(temporary)
+        os.replace(temporary, folder / f"{name}.{suffix}")
+
+
+def new_server(common_name: str = "localhost", **kwargs):
+    """
+    Return a fresh server certificate from the test CA.
+    """
+    return certbuilder.make_server(
+        pki().ca, common_name, ("DNS:localhost", "IP:127.0.0.1"), **kwargs
+    )
+
+
+def serve_from(testcase, folder, **overrides):
+    """
+    Start a server whose certificate and key are FOLDER/server.*, and its watcher.
+    """
+    write_server(folder, "server", pki().server)
+    settings = server_config(
+        certificate=str(folder / "server.pem"), private_key=str(folder / "server.key"), **overrides
+    )
+    service = start_server(testcase, settings)
+    watcher = MaterialWatcher(service, handleSignals=False)
+    watcher.startService()
+    testcase.addCleanup(watcher.stopService)
+    return service, watcher
+
+
+class ReloadTests(TestCase):
+    @inline
+    async def test_new_connections_get_new_certificate(self):
+        """After a reload new handshakes see the new certificate while an open connection keeps echoing."""
+        folder = make_folder(self)
+        service, watcher = serve_from(self, folder)
+        settings = client_config(service)
+        before = await open_session(self, settings)
+        self.assertEqual(await before.echo(b"one"), b"one\n")
+        replacement = new_server()
+        write_server(folder, "server", replacement)
+        self.assertTrue(watcher.reload("test"))
+        after = await open_session(self, settings)
+        self.assertEqual(after.served_certificate().serial_number, replacement.certificate.serial_number)
+        self.assertEqual(before.served_certificate().serial_number, pki().server.certificate.serial_number)
+        self.assertEqual(await before.echo(b"two"), b"two\n")
+        self.assertEqual(await after.echo(b"three"), b"three\n")
+        self.assertEqual((watcher.ok, watcher.failed), (1, 0))
+
+    @inline
+    async def test_broken_reload_keeps_old_certificate(self):
+        """A corrupt, mismatched or expired replacement is refused with a logged reason and the old certificate stays."""
+        folder = make_folder(self)
+        events = LogEvents(self)
+        service, watcher = serve_from(self, folder)
+        expired = new_server(
+            not_before=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
+            not_after=datetime.datetime(2021, 1, 1, tzinfo=datetime.timezone.utc),
+        )
+        write_server(folder, "server", expired)
+        self.assertFalse(watcher.reload("test"))
+        (folder / "server.pem").write_bytes(pki().server.pem())
+        certbuilder.write_private_key(folder / "server.key", new_server().key, force=True)
+        self.assertFalse(watcher.reload("test"))
+        (folder / "server.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\ngarbage\n")
+        self.assertFalse(watcher.reload("test"))
+        reasons = [e["reason"] for e in events.named("reload_failed")]
+        self.assertIn("expired on 2021-01-01", reasons[0])
+        self.assertIn("does not match the certificate", reasons[1])
+        self.assertIn("holds no PEM certificate", reasons[2])
+        self.assertEqual((watcher.ok, watcher.failed), (0, 3))
+        session = await open_session(self, client_config(service))
+        self.assertEqual(session.served_certificate().serial_number, pki().server.certificate.serial_number)
+        self.assertEqual(await session.echo(b"still"), b"still\n")
+
+    @inline
+    async def test_symlink_swap_is_seen(self):
+        """A Kubernetes-style swap of a ..data symlink is picked up by polling, and only once."""
+        folder = make_folder(self)
+        first, second = folder / "..2024_01", folder / "..2024_02"
+        first.mkdir()
+        second.mkdir()
+        write_server(first, "server", pki().server)
+        (folder / "..data").symlink_to(first.name)
+        for name in ("server.pem", "server.key"):
+            (folder / name).symlink_to(f"..data/{name}")
+        settings = server_config(
+            certificate=str(folder / "server.pem"), private_key=str(folder / "server.key")
+        )
+        service = start_server(self, settings)
+        watcher = MaterialWatcher(service, handleSignals=False)
+        self.assertIsNone(watcher.poll())
+        replacement = new_server()
+        write_server(second, "server", replacement)
+        (folder / "..data_tmp").symlink_to(second.name)
+        os.replace(folder / "..data_tmp", folder / "..data")
+        self.assertTrue(watcher.poll())
+        self.assertIsNone(watcher.poll())
+        session = await open_session(self, client_config(service))
+        self.assertEqual(session.served_certificate().serial_number, replacement.certificate.serial_number)
+
+    @inline
+    async def test_reload_interval_polls(self):
+        """With reload_interval set, a changed file is reloaded without a signal."""
+        folder = make_folder(self)
+        events = LogEvents(self)
+        service, watcher = serve_from(self, folder, reload_interval="0.02")
+        write_server(folder, "server", new_server())
+        reloaded = await events.first("reloaded")
+        self.assertEqual(reloaded["trigger"], "files changed")
+
+    @inline
+    async def test_sighup_reloads(self):
+        """SIGHUP reloads the material and logs it."""
+        folder = make_folder(self)
+        events = LogEvents(self)
+        write_server(folder, "server", pki().server)
+        service = start_server(
+            self,
+            server_config(certificate=str(folder / "server.pem"), private_key=str(folder / "server.key")),
+        )
+        watcher = MaterialWatcher(service)
+        watcher.startService()
+        self.addCleanup(watcher.stopService)
+        replacement = new_server()
+        write_server(folder, "server", replacement)
+        os.kill(os.getpid(), signal.SIGHUP)
+        reloaded = await events.first("reloaded")
+        self.assertEqual(reloaded["trigger"], "SIGHUP")
+        outcome = await talk(client_config(service), b"after")
+        self.assertEqual(outcome.output, b"after\n")
