@@ -152,6 +152,151 @@ def server_endpoint(value: str) -> str:
     return value
 
 
+def service_name(value: str) -> str:
+    """
+    Accept C{echo}, C{forward} or C{python:package.module:attribute}.
+    """
+    value = text(value)
+    if value in ("echo", "forward"):
+        return value
+    module, _, attribute = value.partition("python:")[2].partition(":")
+    names = module.split(".") + attribute.split(".")
+    if not value.startswith("python:") or not all(n.isidentifier() for n in names):
+        raise ValueError(
+            f"expected echo, forward or python:package.module:attribute, got {value!r}"
+        )
+    return value
+
+
+def client_endpoint(value: str) -> str:
+    """
+    Accept nothing, or a Twisted client endpoint description of kind tcp or
+    unix (e.g. C{tcp:127.0.0.1:8080}, C{unix:/run/app.sock}).
+    """
+    from twisted.internet import endpoints, reactor
+
+    value = value.strip()
+    if not value:
+        return value
+    problem = None
+    if endpoint_kind(value) not in ("tcp", "unix"):
+        problem = "only tcp: and unix: are supported"
+    else:
+        try:
+            endpoints.clientFromString(reactor, value)
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            problem = str(e) or type(e).__name__
+    if problem:
+        raise ValueError(
+            "expected a Twisted client endpoint such as tcp:127.0.0.1:8080 or "
+            f"unix:/run/app.sock, got {value!r} ({problem})"
+        )
+    return value
+
+
+def endpoint_kind(description: str) -> str:
+    """
+    Return the kind (the part before the first colon) of an endpoint description.
+    """
+    return description.partition(":")[0].strip().lower()
+
+
+def endpoint_host(description: str) -> str | None:
+    """
+    Return the host a C{tcp:} client endpoint description names, or L{None}.
+    """
+    positional = []
+    for part in _split_endpoint(description)[1:]:
+        key, sep, rest = part.partition("=")
+        if sep and key == "host":
+            return rest
+        if not sep:
+            positional.append(part)
+    return positional[0] if positional else None
+
+
+def _split_endpoint(description: str) -> list[str]:
+    """
+    Split an endpoint description at the colons not escaped with a backslash.
+    """
+    parts, current, escaped = [], "", False
+    for char in description:
+        if escaped:
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts, current = parts + [current], ""
+        else:
+            current += char
+    return parts + [current]
+
+
+def is_local_target(description: str) -> bool:
+    """
+    Return whether a client endpoint description is a unix socket or a
+    loopback address (127.0.0.0/8, ::1, localhost).
+    """
+    import ipaddress
+
+    if endpoint_kind(description) == "unix":
+        return True
+    host = (endpoint_host(description) or "").strip("[]")
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_local_listener(description: str) -> bool:
+    """
+    Return whether a server endpoint description listens only on loopback
+    or on a unix socket.
+    """
+    import ipaddress
+
+    kind = endpoint_kind(description)
+    if kind == "unix":
+        return True
+    interface = next(
+        (p.partition("=")[2] for p in _split_endpoint(description)[1:] if p.startswith("interface=")),
+        "",
+    )
+    try:
+        return kind in ("tcp", "tcp6") and ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
+
+
+def check_server(section: "ServerConfig") -> None:
+    """
+    Check the C{[server]} keys that depend on one another; raise L{ConfigError}.
+    """
+    if section.service == "forward" and not section.target:
+        raise section.source.error(
+            "target", "is required when service = forward: " + _help("target")
+        )
+    if section.target and not section.unsafe_target and not is_local_target(section.target):
+        raise section.source.error(
+            "target",
+            f"{section.target!r} is neither a loopback address nor a unix socket; "
+            "set unsafe_target = true to relay to another host in clear text",
+        )
+    if section.service.startswith("python:"):
+        from .services import load_user_factory
+
+        try:
+            load_user_factory(section.service)
+        except ValueError as e:
+            raise section.source.error("service", str(e)) from None
+
+
+def _help(key: str) -> str:
+    return next(f.metadata["help"] for f in settings(ServerConfig) if f.name == key)
+
+
 # --- sections ----------------------------------------------------------------
 
 
@@ -166,6 +311,30 @@ class ServerConfig:
         server_endpoint,
         "Twisted server endpoint for the transport under TLS "
         "(tcp:PORT:interface=ADDR, tcp6:..., unix:PATH, systemd:domain=INET:index=0).",
+    )
+    service: str = setting(
+        "echo",
+        service_name,
+        "What to serve once a client is verified: echo (line echo), forward (relay "
+        "to target) or python:package.module:attribute (your protocol factory).",
+    )
+    target: str = setting(
+        "",
+        client_endpoint,
+        "service = forward: the Twisted client endpoint to relay to "
+        "(tcp:HOST:PORT or unix:PATH); loopback or unix only unless unsafe_target.",
+    )
+    target_timeout: float = setting(
+        "10", seconds(0.001), "Seconds allowed to connect to target before the client is closed."
+    )
+    unsafe_target: bool = setting(
+        "false", boolean, "Allow a target that is neither loopback nor a unix socket."
+    )
+    target_proxy_protocol: str = setting(
+        "off",
+        choice("off", "v2"),
+        "off, or v2: open each connection to target with a PROXY protocol v2 header "
+        "carrying the client address, TLS version, cipher, client CN and certificate.",
     )
     certificate: Path = setting(
         None, path, "PEM file: the server certificate, then its intermediates.", kind=_PATH
@@ -227,6 +396,9 @@ class ClientConfig:
 
 SECTIONS: Mapping[str, type] = {"server": ServerConfig, "client": ClientConfig}
 
+# Checks of keys that depend on one another, run after a section is parsed.
+CHECKS: Mapping[type, tuple[Callable[[Any], None], ...]] = {ServerConfig: (check_server,)}
+
 Section = TypeVar("Section", ServerConfig, ClientConfig)
 
 
@@ -287,7 +459,10 @@ def load(
         if f.metadata["kind"] == _PATH and value is not None and from_file:
             value = base / value
         parsed[f.name] = value
-    return section_type(**parsed, source=source)
+    loaded = section_type(**parsed, source=source)
+    for check in CHECKS.get(section_type, ()):
+        check(loaded)
+    return loaded
 
 
 def _read_section(config_file: str | os.PathLike, name: str) -> dict[str, str]:

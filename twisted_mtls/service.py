@@ -9,11 +9,11 @@ import sys
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .config import ServerConfig
+from .halfclose import HalfCloseTLSFactory
 from .material import ServerMaterial
-from .protocol import MTLSFactory
+from .services import factory_for
 from .tls import ServerTLSCreator, server_context
 
 log = Logger(namespace="twisted_mtls")
@@ -38,8 +38,8 @@ class MTLSService(Service):
         self.config = config
         self.material = material
         self.creator = ServerTLSCreator(self.context_for(material))
-        self.factory = MTLSFactory(config, reactor)
-        self.tlsFactory = TLSMemoryBIOFactory(self.creator, False, self.factory)
+        self.factory = factory_for(config, reactor)
+        self.tlsFactory = HalfCloseTLSFactory(self.creator, False, self.factory)
 
     def context_for(self, material: ServerMaterial):
         """
