@@ -374,3 +374,21 @@ async def exchange(
     finally:
         if timer.active():
             timer.cancel()
+
+
+@implementer(IHalfCloseableProtocol)
+class Collector(Protocol):
+    """
+    Keeps every byte it receives; closes once the peer's output has ended.
+    """
+
+    received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass

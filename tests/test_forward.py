@@ -17,6 +17,7 @@ from twisted_mtls import proxyproto
 from twisted_mtls.identity import PeerIdentity
 
 from .support import (
+    Collector,
     EchoBackend,
     LogEvents,
     TestCase,
@@ -64,28 +65,17 @@ class DigestBackend(Protocol):
         pass
 
 
-@implementer(IHalfCloseableProtocol)
-class GreetFirstBackend(Protocol):
+class GreetFirstBackend(Collector):
     """
     Greets, ends its output at once, then still reads; answers nothing more.
     """
 
-    received = b""
     instances: list = []
 
     def connectionMade(self) -> None:
         self.instances.append(self)
         self.transport.write(b"greetings\n")
         self.transport.loseWriteConnection()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
 
 
 class ProxyHeaderBackend(EchoBackend):

@@ -11,7 +11,9 @@ the wrapped protocol provides L{IHalfCloseableProtocol}:
     protocol goes on reading until the peer's close_notify;
   - once both directions are closed the TCP connection is closed.
 
-Other protocols see exactly Twisted's behaviour.
+Other protocols see Twisted's behaviour, except that bytes written just
+before the peer's close_notify arrived are sent before our close_notify
+(Twisted would drop them).
 """
 
 from __future__ import annotations
@@ -69,6 +71,13 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
         if (self.writeClosed or self.disconnecting) and not self._lostTLSConnection:
             self._shutdownTLS()
             self._tlsShutdownFinished(None)
+
+    def _shutdownTLS(self) -> None:
+        # Twisted answers a peer's close_notify without flushing the small
+        # writes it holds back until the next reactor turn: they would be
+        # lost (e.g. the echo of a client's last lines). Flush them first.
+        self._aggregator.flush()
+        super()._shutdownTLS()
 
     def loseWriteConnection(self) -> None:
         """

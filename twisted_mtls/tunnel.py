@@ -177,7 +177,8 @@ def serve(reactor, args, settings, material) -> int:
 
     from twisted.logger import globalLogBeginner, formatEvent
 
-    from .config import is_local_listener, server_endpoint
+    from .config import server_endpoint
+    from .descriptions import is_local_listener
 
     try:
         description = server_endpoint(args.listen)
