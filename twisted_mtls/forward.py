@@ -68,7 +68,9 @@ class Forward(MTLSProtocol):
         config = self.factory.config
         self.relay = Relay(self.transport, self.closeBecause)
         endpoint = endpoints.clientFromString(self.factory.clock, config.target)
-        self.connecting = endpoint.connect(Factory.forProtocol(lambda: TargetConnection(self)))
+        factory = Factory.forProtocol(lambda: TargetConnection(self))
+        factory.noisy = False
+        self.connecting = endpoint.connect(factory)
         self.connecting.addTimeout(config.target_timeout, self.factory.clock)
         self.connecting.addErrback(self._targetUnreachable)
 

@@ -7,6 +7,8 @@ The C{service} setting: what a verified client is served.
 
 The contract for C{python:} services:
 
+  - C{package.module} is imported from the Python path, then from the
+    current folder (appended to C{sys.path}, as gunicorn does).
   - C{attribute} (dots allowed, e.g. C{module:Class.method}) is a callable
     taking no arguments and returning an L{IProtocolFactory}; a
     L{twisted.internet.protocol.Factory} subclass qualifies. It is called
@@ -26,6 +28,8 @@ The contract for C{python:} services:
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Callable
 
 from twisted.internet.interfaces import IProtocolFactory
@@ -39,6 +43,8 @@ def load_user_factory(spec: str) -> Callable[[], IProtocolFactory]:
     raise L{ValueError} saying why it cannot be used.
     """
     module_name, _, attribute = spec.partition("python:")[2].partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # like gunicorn: the current folder, after the rest
     try:
         found = importlib.import_module(module_name)
     except ImportError as e:

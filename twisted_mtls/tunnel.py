@@ -80,8 +80,9 @@ class LocalConnection(Protocol):
     def connectionMade(self) -> None:
         self.peer = describe_address(self.transport.getPeer())
         self.relay = Relay(self.transport, lambda reason: self.transport.loseConnection())
-        factory = self.factory
-        self.connecting = factory.endpoint.connect(Factory.forProtocol(lambda: ServerSide(self)))
+        server = Factory.forProtocol(lambda: ServerSide(self))
+        server.noisy = False
+        self.connecting = self.factory.endpoint.connect(server)
         self.connecting.addCallbacks(self._connected, self._cannotConnect)
 
     def _connected(self, server: ServerSide) -> None:
