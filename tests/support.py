@@ -16,7 +16,11 @@ from pathlib import Path
 from OpenSSL import SSL
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
@@ -487,3 +491,163 @@ async def flood_until_paused(session: Session, server, block: bytes, most: int =
         sent += len(block)
         await task.deferLater(reactor, 0, lambda: None)
     return sent
+# --- relaying: plain backends on loopback and a half-closing TLS client --------
+
+
+def listen_plain(testcase, factory, description: str = "tcp:0:interface=127.0.0.1"):
+    """
+    Listen with C{factory} on a plain loopback endpoint; return its address.
+    """
+    from twisted.internet import endpoints
+
+    port = []
+
+    def listening(p):
+        port.append(p)
+        testcase.addCleanup(p.stopListening)
+
+    endpoints.serverFromString(reactor, description).listen(factory).addCallback(listening)
+    return port[0].getHost()
+
+
+def free_port(testcase) -> int:
+    """
+    Return a loopback TCP port nothing listens on (it was just closed).
+    """
+    from twisted.internet.protocol import Factory
+
+    port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+    number = port.getHost().port
+    port.stopListening()
+    return number
+
+
+@implementer(IHalfCloseableProtocol)
+class EchoBackend(Protocol):
+    """
+    A plain echo server: echoes every byte, and ends its output once its input ends.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseWriteConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+
+@dataclass
+class Exchange:
+    """
+    What a client received over one mutual-TLS connection, and how it ended.
+    """
+
+    received: bytes
+    reason: str
+    serverEnded: bool
+
+
+@implementer(IHandshakeListener, IHalfCloseableProtocol)
+class ExchangeClient(Protocol):
+    """
+    Sends C{data} (from a push producer, in big chunks) once the handshake is
+    done, then ends its output if C{endOutput}; collects everything received.
+    """
+
+    serverEnded = False
+
+    def __init__(self, data: bytes | list[bytes], endOutput: bool, done: defer.Deferred) -> None:
+        self.chunks = [data] if isinstance(data, bytes) else list(data)
+        self.endOutput = endOutput
+        self.done = done
+        self.received: list[bytes] = []
+        self.paused = False
+
+    def handshakeCompleted(self) -> None:
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while self.chunks and not self.paused:
+            self.transport.write(self.chunks.pop(0))
+        if not self.chunks and self.transport is not None:
+            self.transport.unregisterProducer()
+            self.chunks = None
+            if self.endOutput:
+                self.transport.loseWriteConnection()
+
+    def stopProducing(self) -> None:
+        self.chunks = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def readConnectionLost(self) -> None:
+        self.serverEnded = True
+        if self.chunks is None and self.endOutput:
+            return
+        if self.chunks is None:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason) -> None:
+        from twisted_mtls.reasons import describe_tls_failure
+
+        self.done.callback(
+            Exchange(b"".join(self.received), describe_tls_failure(reason.value, "server").text, self.serverEnded)
+        )
+
+
+async def exchange(
+    settings: config.ClientConfig, data: bytes | list[bytes], endOutput: bool = True, protocol=None
+) -> Exchange:
+    """
+    Connect as the client of C{settings}, send C{data}, end our output (if
+    C{endOutput}) and return all that came back once the connection closed.
+    """
+    from twisted.internet import endpoints
+    from twisted.internet.protocol import Factory
+
+    from twisted_mtls.halfclose import TLSClientEndpoint
+    from twisted_mtls.tls import ClientTLSCreator
+
+    host, port = settings.connect
+    done: defer.Deferred = defer.Deferred()
+    endpoint = TLSClientEndpoint(
+        ClientTLSCreator(load_client_material(settings), settings.server_name or host),
+        endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=5),
+    )
+    made = protocol or (lambda: ExchangeClient(data, endOutput, done))
+    client = await endpoint.connect(Factory.forProtocol(made))
+    timer = reactor.callLater(60, client.transport.abortConnection)
+    try:
+        return await (done if protocol is None else client.done)
+    finally:
+        if timer.active():
+            timer.cancel()
+
+
+@implementer(IHalfCloseableProtocol)
+class Collector(Protocol):
+    """
+    Keeps every byte it receives; closes once the peer's output has ended.
+    """
+
+    received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass

@@ -14,15 +14,19 @@ import sys
 from typing import BinaryIO
 
 from twisted.internet import defer, endpoints
-from twisted.internet import error as neterror
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import config
 from .errors import ConfigError
-from .reasons import Explanation, Kind, describe_tls_failure
+from .reasons import (
+    Explanation,
+    Kind,
+    describe_connect_failure,
+    describe_server_failure,
+    describe_tls_failure,
+)
 from .tls import IPeerRejectionListener
 
 
@@ -112,11 +116,9 @@ class EchoClient(Protocol):
             return
         if self.failure is not None:
             explanation = self.failure
-        elif self.rejection:
-            explanation = Explanation(
-                Kind.PEER_CERTIFICATE, f"the server's certificate is not acceptable: {self.rejection}"
-            )
-        elif self.handshook and explanation.kind is Kind.PROTOCOL:
+        else:
+            explanation = describe_server_failure(self.rejection, reason.value)
+        if self.handshook and explanation.kind is Kind.PROTOCOL and not self.rejection:
             explanation = Explanation(
                 Kind.PROTOCOL,
                 f"{explanation.text} after echoing {self.received} of {self.sent} bytes",
@@ -136,21 +138,6 @@ class _StdinToServer(Protocol):
         self.client.endInput()
 
 
-def _connect_failure(failure, where: str) -> Explanation:
-    error = failure.value
-    if isinstance(error, neterror.ConnectionRefusedError):
-        text = f"cannot connect to {where}: connection refused (is the server running?)"
-    elif isinstance(error, (neterror.TimeoutError, defer.CancelledError)):
-        text = f"cannot connect to {where}: timed out"
-    elif isinstance(error, neterror.DNSLookupError):
-        text = f"cannot connect to {where}: the host name does not resolve"
-    elif isinstance(error, neterror.NoRouteError):
-        text = f"cannot connect to {where}: no route to host"
-    else:
-        text = f"cannot connect to {where}: {failure.getErrorMessage()}"
-    return Explanation(Kind.CONNECT, text)
-
-
 async def run(reactor, settings: config.ClientConfig, material, message: bytes | None, output: BinaryIO) -> int:
     """
     Connect, exchange lines and return 0; raise L{ClientFailed} otherwise.
@@ -168,8 +155,8 @@ async def run(reactor, settings: config.ClientConfig, material, message: bytes |
     factory = Factory.forProtocol(lambda: EchoClient(done, output, message, reactor))
     try:
         protocol = await endpoint.connect(factory)
-    except Exception:
-        raise ClientFailed(_connect_failure(Failure(), where))
+    except Exception as e:
+        raise ClientFailed(describe_connect_failure(e, where))
     timer = reactor.callLater(settings.timeout, _handshakeTimeout, protocol, where, settings.timeout)
     try:
         return await done
@@ -203,6 +190,16 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--ca", help="CA bundle that issued the server certificate (PEM)")
     parser.add_argument("--timeout", help="seconds allowed to connect and handshake")
     parser.add_argument("--message", "-m", help="send this one line, print its echo and exit")
+    parser.add_argument(
+        "--listen",
+        help="tunnel mode: accept plain connections on this Twisted endpoint "
+        "(e.g. tcp:8080:interface=127.0.0.1) and carry each over mTLS to the server",
+    )
+    parser.add_argument(
+        "--unsafe-listen",
+        action="store_true",
+        help="allow --listen on an address other than loopback or a unix socket",
+    )
     return parser.parse_args(argv)
 
 
@@ -222,6 +219,10 @@ def main(argv=None, output: BinaryIO | None = None) -> int:
     except ConfigError as e:
         sys.stderr.write(f"mtls-client: {e}\n")
         return Kind.LOCAL
+    if args.listen is not None:
+        from .tunnel import serve
+
+        return serve(reactor, args, settings, material)
     message = args.message.encode("utf-8", "surrogateescape") if args.message is not None else None
     outcome: list = []
 

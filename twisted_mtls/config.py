@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from . import policy
+from .descriptions import endpoint_kind, is_local_target
 from .errors import ConfigError
 from .policy import list_of
 
@@ -61,7 +62,11 @@ def path(value: str) -> Path:
     """
     Accept a file path (resolved later against the config file's folder).
     """
-    return Path(text(value)).expanduser()
+    value = text(value)
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~user that does not exist
+        raise ValueError(f"expected a file path, got {value!r} (cannot expand its ~)") from None
 
 
 def optional_path(value: str) -> Path | None:
@@ -162,6 +167,75 @@ def server_endpoint(value: str) -> str:
     return value
 
 
+def service_name(value: str) -> str:
+    """
+    Accept C{echo}, C{forward} or C{python:package.module:attribute}.
+    """
+    value = text(value)
+    if value in ("echo", "forward"):
+        return value
+    module, _, attribute = value.partition("python:")[2].partition(":")
+    names = module.split(".") + attribute.split(".")
+    if not value.startswith("python:") or not all(n.isidentifier() for n in names):
+        raise ValueError(
+            f"expected echo, forward or python:package.module:attribute, got {value!r}"
+        )
+    return value
+
+
+def client_endpoint(value: str) -> str:
+    """
+    Accept nothing, or a Twisted client endpoint description of kind tcp or
+    unix (e.g. C{tcp:127.0.0.1:8080}, C{unix:/run/app.sock}).
+    """
+    from twisted.internet import endpoints, reactor
+
+    value = value.strip()
+    if not value:
+        return value
+    problem = None
+    if endpoint_kind(value) not in ("tcp", "unix"):
+        problem = "only tcp: and unix: are supported"
+    else:
+        try:
+            endpoints.clientFromString(reactor, value)
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            problem = str(e) or type(e).__name__
+    if problem:
+        raise ValueError(
+            "expected a Twisted client endpoint such as tcp:127.0.0.1:8080 or "
+            f"unix:/run/app.sock, got {value!r} ({problem})"
+        )
+    return value
+
+
+def check_server(section: "ServerConfig") -> None:
+    """
+    Check the C{[server]} keys that depend on one another; raise L{ConfigError}.
+    """
+    if section.service == "forward" and not section.target:
+        raise section.source.error(
+            "target", "is required when service = forward: " + _help("target")
+        )
+    if section.target and not section.unsafe_target and not is_local_target(section.target):
+        raise section.source.error(
+            "target",
+            f"{section.target!r} is neither a loopback address nor a unix socket; "
+            "set unsafe_target = true to relay to another host in clear text",
+        )
+    if section.service.startswith("python:"):
+        from .services import load_user_factory
+
+        try:
+            load_user_factory(section.service)
+        except ValueError as e:
+            raise section.source.error("service", str(e)) from None
+
+
+def _help(key: str) -> str:
+    return next(f.metadata["help"] for f in settings(ServerConfig) if f.name == key)
+
+
 # --- sections ----------------------------------------------------------------
 
 
@@ -176,6 +250,30 @@ class ServerConfig:
         server_endpoint,
         "Twisted server endpoint for the transport under TLS "
         "(tcp:PORT:interface=ADDR, tcp6:..., unix:PATH, systemd:domain=INET:index=0).",
+    )
+    service: str = setting(
+        "echo",
+        service_name,
+        "What to serve once a client is verified: echo (line echo), forward (relay "
+        "to target) or python:package.module:attribute (your protocol factory).",
+    )
+    target: str = setting(
+        "",
+        client_endpoint,
+        "service = forward: the Twisted client endpoint to relay to "
+        "(tcp:HOST:PORT or unix:PATH); loopback or unix only unless unsafe_target.",
+    )
+    target_timeout: float = setting(
+        "10", seconds(0.001), "Seconds allowed to connect to target before the client is closed."
+    )
+    unsafe_target: bool = setting(
+        "false", boolean, "Allow a target that is neither loopback nor a unix socket."
+    )
+    target_proxy_protocol: str = setting(
+        "off",
+        choice("off", "v2"),
+        "off, or v2: open each connection to target with a PROXY protocol v2 header "
+        "carrying the client address, TLS version, cipher, client CN and certificate.",
     )
     certificate: Path = setting(
         None, path, "PEM file: the server certificate, then its intermediates.", kind=_PATH
@@ -349,6 +447,9 @@ SECTIONS: Mapping[str, type] = {
     "metrics": MetricsConfig,
 }
 
+# Checks of keys that depend on one another, run after a section is parsed.
+CHECKS: Mapping[type, tuple[Callable[[Any], None], ...]] = {ServerConfig: (check_server,)}
+
 Section = TypeVar("Section", ServerConfig, ClientConfig, LogConfig, MetricsConfig)
 
 
@@ -422,7 +523,10 @@ def load(
         if f.metadata["kind"] == _PATH and value is not None and from_file:
             value = tuple(base / v for v in value) if isinstance(value, tuple) else base / value
         parsed[f.name] = value
-    return section_type(**parsed, source=source)
+    loaded = section_type(**parsed, source=source)
+    for check in CHECKS.get(section_type, ()):
+        check(loaded)
+    return loaded
 
 
 def _read_section(config_file: str | os.PathLike, name: str) -> dict[str, str]:

@@ -84,7 +84,6 @@ class MTLSProtocol(Protocol, TimeoutMixin):
         self.factory.stats.handshakeSucceeded(
             self.factory.clock.seconds() - self.startedAt, identity.not_after.timestamp()
         )
-        self._startFlowControl()
         lifetime = self.factory.config.max_connection_lifetime
         if lifetime:
             self.lifetimeCall = self.callLater(
@@ -226,6 +225,9 @@ class LineEcho(MTLSProtocol, LineReceiver):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.MAX_LENGTH = self.factory.config.max_line_length
+
+    def peerAuthenticated(self, identity: PeerIdentity) -> None:
+        self._startFlowControl()
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from OpenSSL import SSL
 from OpenSSL.SSL import X509VerificationCodes as V
+from twisted.internet import defer
 from twisted.internet import error as neterror
 
 # X509_V_ERR_* codes pyOpenSSL does not name.
@@ -185,3 +186,39 @@ def describe_tls_failure(error: BaseException, role: str) -> Explanation:
         if "unexpected eof" in reason:
             return Explanation(Kind.PROTOCOL, f"the {role} closed the connection during the handshake")
     return Explanation(Kind.PROTOCOL, f"TLS failed: {text}")
+
+
+def describe_connect_failure(
+    error: BaseException, where: str, hint: str = "is the server running?"
+) -> Explanation:
+    """
+    Explain why a connection to C{where} could not be made (refused, timed
+    out, unknown host, no route, ...); C{hint} follows a refusal.
+    """
+    if isinstance(error, neterror.ConnectionRefusedError):
+        text = f"cannot connect to {where}: connection refused ({hint})"
+    elif isinstance(error, (neterror.TimeoutError, defer.TimeoutError, defer.CancelledError)):
+        text = f"cannot connect to {where}: timed out"
+    elif isinstance(error, neterror.DNSLookupError):
+        text = f"cannot connect to {where}: the host name does not resolve"
+    elif isinstance(error, neterror.NoRouteError):
+        text = f"cannot connect to {where}: no route to host"
+    elif isinstance(error, neterror.ConnectError) and error.args:
+        detail = " ".join(str(a) for a in error.args)
+        text = f"cannot connect to {where}: {re.sub(r'^[0-9]+: ', '', detail)}"
+    else:
+        text = f"cannot connect to {where}: {str(error) or type(error).__name__}"
+    return Explanation(Kind.CONNECT, text)
+
+
+def describe_server_failure(rejection: str | None, error: BaseException) -> Explanation:
+    """
+    Explain, on the client side, why a connection to the server ended:
+    C{rejection} is why we refused its certificate (if we did), C{error}
+    what ended the connection.
+    """
+    if rejection:
+        return Explanation(
+            Kind.PEER_CERTIFICATE, f"the server's certificate is not acceptable: {rejection}"
+        )
+    return describe_tls_failure(error, "server")

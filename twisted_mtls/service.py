@@ -9,20 +9,20 @@ import sys
 from twisted.application.service import Service
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .config import ServerConfig
+from .halfclose import HalfCloseTLSFactory
 from .material import ServerMaterial
 from .policy import Policy, log_open_policy
 from .revocation import Revocations
-from .protocol import MTLSFactory
 from .shutdown import drain
+from .services import factory_for
 from .tls import ServerTLSCreator, server_context
 
 log = Logger(namespace="twisted_mtls")
 
 
-class LimitedTLSFactory(TLSMemoryBIOFactory):
+class LimitedTLSFactory(HalfCloseTLSFactory):
     """
     Wraps each accepted connection in TLS, unless C{max_connections} are
     open: then the socket is closed at once, before any TLS state exists.
@@ -54,7 +54,7 @@ class MTLSService(Service):
         self.config = config
         self.material = material
         self.creator = ServerTLSCreator(self.context_for(material))
-        self.factory = MTLSFactory(config, reactor)
+        self.factory = factory_for(config, reactor)
         self.tlsFactory = LimitedTLSFactory(self.creator, False, self.factory)
 
     def context_for(self, material: ServerMaterial):
