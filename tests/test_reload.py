@@ -163,3 +163,72 @@ class ReloadTests(TestCase):
         self.assertEqual(reloaded["trigger"], "SIGHUP")
         outcome = await talk(client_config(service), b"after")
         self.assertEqual(outcome.output, b"after\n")
+
+
+class ConfigReloadTests(TestCase):
+    def serve_file(self, text: str):
+        """
+        Start a server from an INI file holding C{text}; return it, its
+        watcher and the file.
+        """
+        from twisted_mtls import config
+
+        path = make_folder(self) / "mtls.ini"
+        path.write_text(text)
+        load = lambda: config.load(config.ServerConfig, path)  # noqa: E731
+        settings = load()
+        service = start_server(self, settings)
+        watcher = MaterialWatcher(service, handleSignals=False, loadConfig=load)
+        watcher.startService()
+        self.addCleanup(watcher.stopService)
+        return service, watcher, path
+
+    @inline
+    async def test_policy_edit_applies_on_reload(self):
+        """Editing the policy in the configuration file and reloading refuses new clients the new policy excludes."""
+        p = pki()
+        base = (
+            "[server]\nlisten = tcp:0:interface=127.0.0.1\n"
+            f"certificate = {p.folder / 'server.pem'}\nprivate_key = {p.folder / 'server.key'}\n"
+            f"client_ca = {p.folder / 'ca.pem'}\n"
+        )
+        service, watcher, path = self.serve_file(base + "allow_cn = alice\n")
+        self.assertIsNone((await talk(client_config(service))).failure)
+        path.write_text(base + "allow_cn = bob\n")
+        self.assertTrue(watcher.poll())
+        refused = await talk(client_config(service))
+        self.assertIn("refused our certificate", refused.reason)
+
+    @inline
+    async def test_restart_only_key_is_kept(self):
+        """A changed listen key is kept as it was, with a warning, while the rest reloads."""
+        events = LogEvents(self)
+        p = pki()
+        base = (
+            f"certificate = {p.folder / 'server.pem'}\nprivate_key = {p.folder / 'server.key'}\n"
+            f"client_ca = {p.folder / 'ca.pem'}\n"
+        )
+        service, watcher, path = self.serve_file("[server]\nlisten = tcp:0:interface=127.0.0.1\n" + base)
+        path.write_text("[server]\nlisten = tcp:1:interface=127.0.0.1\nmax_line_length = 10\n" + base)
+        self.assertTrue(watcher.poll())
+        self.assertEqual(service.config.listen, "tcp:0:interface=127.0.0.1")
+        self.assertEqual(service.factory.config.max_line_length, 10)
+        warning = await events.first("reload_needs_restart")
+        self.assertEqual(warning["key"], "listen")
+
+    @inline
+    async def test_broken_config_edit_keeps_serving(self):
+        """A reload of a configuration file with a bad value keeps the previous configuration and says why."""
+        events = LogEvents(self)
+        p = pki()
+        text = (
+            "[server]\nlisten = tcp:0:interface=127.0.0.1\n"
+            f"certificate = {p.folder / 'server.pem'}\nprivate_key = {p.folder / 'server.key'}\n"
+            f"client_ca = {p.folder / 'ca.pem'}\n"
+        )
+        service, watcher, path = self.serve_file(text)
+        path.write_text(text + "max_line_length = lots\n")
+        self.assertFalse(watcher.poll())
+        failed = await events.first("reload_failed")
+        self.assertIn("[server] max_line_length", failed["reason"])
+        self.assertIsNone((await talk(client_config(service))).failure)

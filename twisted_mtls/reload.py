@@ -1,13 +1,15 @@
 """
-Hot reload of the served material: on SIGHUP, and every C{reload_interval}
-seconds when the files' content changed.
+Hot reload of the configuration file and the material it names: on SIGHUP,
+and every C{reload_interval} seconds when the files' content changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import signal
+from typing import Callable
 
 from OpenSSL import SSL
 from twisted.application.service import Service
@@ -38,12 +40,17 @@ def content_digest(paths) -> bytes:
     return digest.digest()
 
 
+# Keys a running daemon cannot change: they take effect after a restart.
+RESTART_KEYS = ("listen", "service", "target", "target_proxy_protocol", "unsafe_target")
+
+
 class MaterialWatcher(Service):
     """
-    Reloads the certificate, key and CA files of an L{MTLSService} and swaps
-    its TLS context, so that new handshakes use the new material while
-    established connections are untouched. A reload that fails keeps the
-    old material, logs why and is counted.
+    Reloads the configuration (policy, CRLs, limits), the certificate, key
+    and CA files of an L{MTLSService} and swaps its TLS context, so that new
+    handshakes use the new material while established connections are
+    untouched. A reload that fails keeps the old configuration and
+    material, logs why and is counted.
     """
 
     name = "reload"
@@ -53,8 +60,14 @@ class MaterialWatcher(Service):
     _loop = None
     _previousHandler = None
 
-    def __init__(self, service, handleSignals: bool = True) -> None:
+    def __init__(
+        self,
+        service,
+        handleSignals: bool = True,
+        loadConfig: Callable[[], config.ServerConfig] | None = None,
+    ) -> None:
         self.service = service
+        self.loadConfig = loadConfig
         self.clock = service.reactor
         self.handleSignals = handleSignals
         self.seen = self.digest()
@@ -62,9 +75,11 @@ class MaterialWatcher(Service):
 
     def digest(self) -> bytes:
         """
-        Return the digest of the files the configuration names.
+        Return the digest of the configuration file and the files it names.
         """
-        return content_digest(config.file_paths(self.service.config))
+        settings = self.service.config
+        own = [settings.source.file] if self.loadConfig and settings.source.file else []
+        return content_digest(own + config.file_paths(settings))
 
     def startService(self) -> None:
         super().startService()
@@ -104,8 +119,9 @@ class MaterialWatcher(Service):
         """
         self.seen = self.digest()
         try:
-            material = load_server_material(self.service.config)
-            context = self.service.context_for(material)
+            settings = self.settings()
+            material = load_server_material(settings)
+            context = self.service.context_for(material, settings)
         except (ConfigError, SSL.Error, ValueError) as e:
             self.failed += 1
             log.error(
@@ -115,8 +131,8 @@ class MaterialWatcher(Service):
                 reason=str(e),
             )
             return False
-        self.service.creator.context = context
-        self.service.material = material
+        self.service.serve(settings, material, context)
+        self.seen = self.digest()
         self.ok += 1
         self.lastSuccess = self.clock.seconds()
         leaf = material.chain[0]
@@ -130,3 +146,21 @@ class MaterialWatcher(Service):
             client_cas=len(material.client_cas),
         )
         return True
+
+    def settings(self) -> config.ServerConfig:
+        """
+        Return the configuration to serve next: the file read again, with
+        the keys that need a restart kept as they are (and a warning).
+        """
+        current = self.service.config
+        if self.loadConfig is None:
+            return current
+        fresh = self.loadConfig()
+        for key in RESTART_KEYS:
+            if getattr(fresh, key) != getattr(current, key):
+                log.warn(
+                    "{key} changed in the configuration: it takes effect after a restart",
+                    event="reload_needs_restart",
+                    key=key,
+                )
+        return dataclasses.replace(fresh, **{k: getattr(current, k) for k in RESTART_KEYS})

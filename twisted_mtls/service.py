@@ -57,21 +57,31 @@ class MTLSService(Service):
         self.factory = factory_for(config, reactor)
         self.tlsFactory = LimitedTLSFactory(self.creator, False, self.factory)
 
-    def context_for(self, material: ServerMaterial):
+    def context_for(self, material: ServerMaterial, settings: ServerConfig | None = None):
         """
-        Return the server TLS context for C{material} under this configuration,
-        logging a warning about an open policy or a stale CRL.
+        Return the server TLS context for C{material} under C{settings} (by
+        default this service's configuration), logging a warning about an
+        open policy or a stale CRL.
         """
-        policy = Policy.from_config(self.config)
+        settings = settings or self.config
+        policy = Policy.from_config(settings)
         log_open_policy(policy, material.client_cas)
-        Revocations(material.crls, self.config.crl_stale).log_stale()
+        Revocations(material.crls, settings.crl_stale).log_stale()
         return server_context(
             material,
-            min_version=self.config.min_tls_version,
-            verify_depth=self.config.verify_depth,
+            min_version=settings.min_tls_version,
+            verify_depth=settings.verify_depth,
             policy=policy,
-            crl_stale=self.config.crl_stale,
+            crl_stale=settings.crl_stale,
         )
+
+    def serve(self, settings: ServerConfig, material: ServerMaterial, context) -> None:
+        """
+        Use C{settings}, C{material} and C{context} for new connections from now on.
+        """
+        self.config = self.factory.config = settings
+        self.material = material
+        self.creator.context = context
 
     def listen(self):
         """

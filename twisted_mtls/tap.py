@@ -50,7 +50,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         from .material import load_server_material
 
-        overrides = {
+        self.overrides = overrides = {
             f.name: self[_option_name(f.name)] for f in config.settings(config.ServerConfig)
         }
         try:
@@ -99,7 +99,10 @@ def makeService(options: Options):
     service = MTLSService(options.serverConfig, options.material)
     service.setServiceParent(daemon)
     SignalShutdown(service.reactor).setServiceParent(daemon)
-    watcher = MaterialWatcher(service)
+    watcher = MaterialWatcher(
+        service,
+        loadConfig=lambda: config.load(config.ServerConfig, options["config"], options.overrides),
+    )
     watcher.setServiceParent(daemon)
     if options.metricsConfig.listen:
         MetricsService(options.metricsConfig.listen, service, watcher).setServiceParent(daemon)
