@@ -169,3 +169,19 @@ class ProxiedServerTests(TestCase):
         samples = {s.labels["reason"]: s.value for s in families["mtls_proxy_header_failures"].samples if s.name.endswith("_total")}
         self.assertEqual(samples["invalid"], 1)
         self.assertEqual(samples["timeout"], 0)
+
+    @inline
+    async def test_forward_passes_the_client_address_on(self):
+        """service = forward sends the client address from the incoming header in its own PROXY header to the target."""
+        from twisted.internet.protocol import Factory
+
+        from .test_forward import ProxyHeaderBackend, forwarder
+
+        ProxyHeaderBackend.headers = []
+        service = forwarder(
+            self, Factory.forProtocol(ProxyHeaderBackend), target_proxy_protocol="v2", proxy_protocol="v1"
+        )
+        header = b"PROXY TCP4 198.51.100.8 127.0.0.1 4242 8443\r\n"
+        session = await session_through(self, client_config(service), port_of(service), header)
+        self.assertEqual(await session.echo(b"onwards"), b"onwards\n")
+        self.assertEqual(ProxyHeaderBackend.headers[0].source, ("198.51.100.8", 4242))
