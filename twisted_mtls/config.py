@@ -336,6 +336,18 @@ class ServerConfig:
     handshake_timeout: float = setting(
         "10", seconds(0.001), "Abort a TLS handshake not completed within this many seconds."
     )
+    proxy_protocol: str = setting(
+        "off",
+        choice("off", "v1", "v2"),
+        "off, v1 or v2: every connection starts with a PROXY protocol header from a TCP "
+        "load balancer (read within handshake_timeout), whose client address is used in "
+        "logs and limits; a connection without a valid one is closed.",
+    )
+    proxy_from: tuple = listing(
+        policy.ip_network,
+        "proxy_protocol on: addresses or CIDR networks allowed to send PROXY headers "
+        "(your load balancers); connections from elsewhere are closed (empty: any).",
+    )
     verify_depth: int = setting(
         "4",
         whole_number(1, 64),

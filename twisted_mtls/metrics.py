@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from .proxied import PROXY_FAILURE_LABELS
 from .stats import HANDSHAKE_BUCKETS, HANDSHAKE_FAILURE_LABELS
 
 log = Logger(namespace="twisted_mtls")
@@ -117,6 +118,27 @@ class MTLSCollector:
         )
         yield from self._reloads()
         yield from self._validity(stats)
+        yield from self._listener()
+
+    def _listener(self):
+        guard = self.service.acceptGuard
+        yield _counter(
+            "mtls_accept_pauses",
+            "Times accepting was paused because file descriptors or kernel memory ran out.",
+            guard.pauses if guard is not None else 0,
+        )
+        proxied = self.service.proxyFactory
+        if proxied is not None:
+            yield _labelled(
+                CounterMetricFamily(
+                    "mtls_proxy_header_failures",
+                    "Connections closed for want of a valid PROXY header, by reason.",
+                    labels=["reason"],
+                ),
+                "reason",
+                proxied.failures,
+                PROXY_FAILURE_LABELS,
+            )
 
     def _handshakeHistogram(self, stats) -> HistogramMetricFamily:
         buckets, running = [], 0

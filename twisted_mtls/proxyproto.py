@@ -210,3 +210,74 @@ def _tls_info(found: dict[int, bytes]) -> TLSInfo | None:
         verified=verify == 0,
         client_flags=flags,
     )
+
+
+# --- version 1 (text) and reading either version from a stream ---------------
+
+V1_PREFIX = b"PROXY "
+V1_MAX_LENGTH = 107  # the specification's bound, CRLF included
+V2_MAX_LENGTH = HEADER.size + 0xFFFF
+
+
+def parse_v1(data: bytes) -> tuple[ProxyHeader, bytes] | None:
+    """
+    Parse a PROXY v1 (text) header at the start of C{data}; return it and
+    the bytes after it, L{None} if C{data} is too short to tell, or raise
+    L{ValueError} if C{data} does not start with a valid header.
+    """
+    if not (data.startswith(V1_PREFIX) or V1_PREFIX.startswith(data[: len(V1_PREFIX)])):
+        raise ValueError("not a PROXY protocol v1 header (it must start with 'PROXY ')")
+    end = data.find(b"\r\n", 0, V1_MAX_LENGTH)
+    if end < 0:
+        if len(data) >= V1_MAX_LENGTH:
+            raise ValueError(f"PROXY v1 header longer than {V1_MAX_LENGTH} bytes")
+        return None
+    words = data[:end].decode("ascii", "replace").split(" ")
+    rest = data[end + 2 :]
+    if words[1:2] == ["UNKNOWN"]:
+        return ProxyHeader(COMMAND_LOCAL, FAMILY_UNSPEC, None, None, (), None), rest
+    if len(words) != 6 or words[1] not in ("TCP4", "TCP6"):
+        raise ValueError("malformed PROXY v1 header: expected 'PROXY TCP4|TCP6 SRC DST SPORT DPORT'")
+    family = FAMILY_TCP4 if words[1] == "TCP4" else FAMILY_TCP6
+    source = (_v1_address(words[2], family), _v1_port(words[4]))
+    destination = (_v1_address(words[3], family), _v1_port(words[5]))
+    return ProxyHeader(COMMAND_PROXY, family, source, destination, (), None), rest
+
+
+def _v1_address(text: str, family: int) -> str:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"malformed PROXY v1 header: {text!r} is not an IP address") from None
+    if address.version != (4 if family == FAMILY_TCP4 else 6):
+        raise ValueError(f"malformed PROXY v1 header: {text} is not an IPv{4 if family == FAMILY_TCP4 else 6} address")
+    return str(address)
+
+
+def _v1_port(text: str) -> int:
+    if not text.isdigit() or len(text) > 5 or int(text) > 65535 or (text != "0" and text[0] == "0"):
+        raise ValueError(f"malformed PROXY v1 header: {text!r} is not a port number")
+    return int(text)
+
+
+PARSERS = {"v1": parse_v1, "v2": parse_v2}
+
+
+class HeaderReader:
+    """
+    Reads one PROXY header of C{version} (C{"v1"} or C{"v2"}) from a stream
+    delivered in chunks of any size.
+    """
+
+    def __init__(self, version: str) -> None:
+        self.parse = PARSERS[version]
+        self.buffered = b""
+
+    def feed(self, data: bytes) -> tuple[ProxyHeader, bytes] | None:
+        """
+        Add C{data}; return the header and the bytes after it once it is
+        complete, L{None} while more is needed, or raise L{ValueError} when
+        the stream does not start with a valid header.
+        """
+        self.buffered += data
+        return self.parse(self.buffered)

@@ -179,6 +179,8 @@ def describe_tls_failure(error: BaseException, role: str) -> Explanation:
             )
         if "wrong version number" in reason or "packet length too long" in reason:
             return Explanation(Kind.PROTOCOL, f"not TLS: the {role} sent bytes that are not a TLS record")
+        if "data length too long" in reason or "record layer failure" in reason:
+            return Explanation(Kind.PROTOCOL, f"not TLS: the {role} sent a malformed TLS record")
         if "no shared cipher" in reason or "no suitable" in reason:
             return Explanation(
                 Kind.PROTOCOL, f"the {role} offered no cipher suite or group this end accepts"

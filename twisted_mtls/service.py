@@ -11,9 +11,11 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from .config import ServerConfig
+from .acceptguard import guard_accepts
 from .halfclose import HalfCloseTLSFactory
 from .material import ServerMaterial
 from .policy import Policy, log_open_policy
+from .proxied import ProxiedFactory
 from .revocation import Revocations
 from .shutdown import drain
 from .services import factory_for
@@ -46,6 +48,8 @@ class MTLSService(Service):
 
     name = "mtls"
     port = None
+    proxyFactory = None
+    acceptGuard = None
 
     def __init__(self, config: ServerConfig, material: ServerMaterial, reactor=None) -> None:
         if reactor is None:
@@ -56,6 +60,11 @@ class MTLSService(Service):
         self.creator = ServerTLSCreator(self.context_for(material))
         self.factory = factory_for(config, reactor)
         self.tlsFactory = LimitedTLSFactory(self.creator, False, self.factory)
+        if config.proxy_protocol != "off":
+            self.proxyFactory = ProxiedFactory(
+                self.tlsFactory, config.proxy_protocol, config.handshake_timeout,
+                config.proxy_from, reactor,
+            )  # fmt: skip
 
     def context_for(self, material: ServerMaterial, settings: ServerConfig | None = None):
         """
@@ -88,7 +97,7 @@ class MTLSService(Service):
         Start listening; return a Deferred that fires with the listening port.
         """
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
-        return endpoint.listen(self.tlsFactory)
+        return endpoint.listen(self.proxyFactory or self.tlsFactory)
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -114,6 +123,7 @@ class MTLSService(Service):
 
     def _listening(self, port) -> None:
         self.port = port
+        self.acceptGuard = guard_accepts(port, self.reactor)
         host = port.getHost()
         log.info(
             "listening on {address} (TLS >= {min_tls_version}, client certificate required)",
@@ -132,6 +142,8 @@ class MTLSService(Service):
         if self.port is not None:
             port, self.port = self.port, None
             stopped = port.stopListening()
+        if self.proxyFactory is not None:
+            self.proxyFactory.abortWaiting()
         drained = defer.ensureDeferred(
             drain(self.factory, self.reactor, self.config.shutdown_timeout)
         )
