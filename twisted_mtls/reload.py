@@ -41,7 +41,15 @@ def content_digest(paths) -> bytes:
 
 
 # Keys a running daemon cannot change: they take effect after a restart.
-RESTART_KEYS = ("listen", "service", "target", "target_proxy_protocol", "unsafe_target")
+RESTART_KEYS = (
+    "listen",
+    "service",
+    "target",
+    "target_proxy_protocol",
+    "unsafe_target",
+    "proxy_protocol",
+    "proxy_from",
+)
 
 
 class MaterialWatcher(Service):
