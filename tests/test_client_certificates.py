@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from twisted_mtls import certbuilder

@@ -9,7 +9,6 @@ import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from twisted_mtls import certbuilder, config
 from twisted_mtls.errors import ConfigError
@@ -223,3 +222,24 @@ class DaemonConfigErrorTests(TestCase):
         self.assertNotIn(b"listening on", out)
         with socket.socket() as s:
             self.assertNotEqual(s.connect_ex(("127.0.0.1", port)), 0)
+
+
+class WeakKeyTests(TestCase):
+    def test_rsa_1024_client_certificate_is_a_local_error(self):
+        """A client certificate with an RSA-1024 key is refused when loaded, saying its key is too small."""
+        from twisted_mtls.material import load_client_material
+
+        p = pki()
+        weak = certbuilder.make_client(p.ca, "weak", key=certbuilder.new_key("rsa", 1024))
+        folder = make_folder(self)
+        certbuilder.write_pem(folder / "weak.pem", weak.pem())
+        certbuilder.write_private_key(folder / "weak.key", weak.key)
+        settings = config.load(
+            config.ClientConfig,
+            None,
+            {"certificate": str(folder / "weak.pem"), "private_key": str(folder / "weak.key"), "ca": str(p.folder / "ca.pem")},
+        )
+        with self.assertRaises(ConfigError) as caught:
+            load_client_material(settings)
+        self.assertIn("1024-bit key is too small (at least 2048 bits)", str(caught.exception))
+        self.assertEqual(caught.exception.key, "--certificate")

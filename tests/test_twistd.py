@@ -5,7 +5,6 @@ The twistd plugin, its options, and the daemon and client as real processes.
 from __future__ import annotations
 
 import re
-import signal
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins

@@ -144,6 +144,21 @@ def usage_problem(cert: x509.Certificate, purpose: x509.ObjectIdentifier) -> str
     return None
 
 
+# The smallest keys OpenSSL's default security level (2) accepts.
+_MINIMUM_BITS = {rsa.RSAPublicKey: 2048, dsa.DSAPublicKey: 2048, ec.EllipticCurvePublicKey: 224}
+
+
+def strength_problem(cert: x509.Certificate) -> str | None:
+    """
+    Return why the key of C{cert} is too weak for TLS here, or L{None}.
+    """
+    public = cert.public_key()
+    for kind, minimum in _MINIMUM_BITS.items():
+        if isinstance(public, kind) and public.key_size < minimum:
+            return f"its {public.key_size}-bit key is too small (at least {minimum} bits)"
+    return None
+
+
 def _load(source, key: str, loader, *args):
     try:
         return loader(*args)
@@ -166,7 +181,7 @@ def load_chain_and_key(config: ServerConfig | ClientConfig, purpose: x509.Object
             f"{os.fspath(config.private_key)} does not match the certificate "
             f"in {os.fspath(config.certificate)}",
         )
-    problem = validity_problem(leaf) or usage_problem(leaf, purpose)
+    problem = validity_problem(leaf) or usage_problem(leaf, purpose) or strength_problem(leaf)
     if problem:
         raise source.error(
             "certificate", f"{os.fspath(config.certificate)} cannot be used: {problem}"
