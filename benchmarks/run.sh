@@ -13,6 +13,7 @@
 #   SERVERS  which servers, in order (default: twisted-mtls asyncio uvloop openssl)
 #   OUT      where the JSON results go (default: benchmarks/out)
 #   SECONDS_PER_PHASE, CONNECTIONS, IDLE, HOLD   override the load settings
+#   MTLS_EXTRA  more [server] lines for the daemon, e.g. MTLS_EXTRA='workers = 2'
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -69,7 +70,7 @@ free_port() {
 
 have_daemon() {
     [ -x "$TWISTD" ] && "$PYTHON" -c 'import twisted_mtls.tap' 2>/dev/null \
-        && "$TWISTD" --help 2>/dev/null | grep -qw mtls
+        && "$TWISTD" --help 2>/dev/null | grep -w mtls >/dev/null  # not -q: under pipefail, SIGPIPE would fail it
 }
 
 # start_server NAME PORT: starts it in the background, sets SERVER_PID.
@@ -77,12 +78,16 @@ start_server() {
     local name=$1 port=$2 log=$TMP/$1.log
     case $name in
     twisted-mtls)
+        # Every feature on: info logging (to the log file) and metrics.
         cat >"$TMP/mtls.ini" <<EOF
 [server]
 listen = tcp:$port:interface=127.0.0.1
 certificate = $PKI/server.pem
 private_key = $PKI/server.key
 client_ca = $PKI/ca.pem
+${MTLS_EXTRA:-}
+[metrics]
+listen = tcp:$(free_port):interface=127.0.0.1
 EOF
         "${SERVER_PIN[@]}" "$TWISTD" -n --pidfile= mtls --config "$TMP/mtls.ini" >"$log" 2>&1 &
         ;;

@@ -62,6 +62,18 @@ class IPeerRejectionListener(Interface):
         """
 
 
+class IPeerVerifiedListener(Interface):
+    """
+    A protocol handed its peer's certificate once the chain and the access
+    policy accepted it, so that it need not convert it again.
+    """
+
+    def peerVerified(certificate: x509.Certificate) -> None:
+        """
+        The peer's leaf C{certificate} was verified (a full handshake).
+        """
+
+
 class ITLSConnectionCreator(IOpenSSLServerConnectionCreator):
     """
     A server connection creator whose current context can be read.
@@ -70,14 +82,27 @@ class ITLSConnectionCreator(IOpenSSLServerConnectionCreator):
     context = Attribute("The L{SSL.Context} new connections use.")
 
 
+def _protocol_of(connection: SSL.Connection):
+    tls_protocol = connection.get_app_data()
+    return getattr(tls_protocol, "wrappedProtocol", tls_protocol)
+
+
 def tell_rejection(connection: SSL.Connection, reason: str) -> None:
     """
     Tell the protocol behind C{connection}, if it listens, why its peer was refused.
     """
-    tls_protocol = connection.get_app_data()
-    protocol = getattr(tls_protocol, "wrappedProtocol", tls_protocol)
+    protocol = _protocol_of(connection)
     if IPeerRejectionListener.providedBy(protocol):
         protocol.peerRejected(reason)
+
+
+def tell_verified(connection: SSL.Connection, certificate: x509.Certificate) -> None:
+    """
+    Hand the protocol behind C{connection}, if it listens, its peer's verified leaf.
+    """
+    protocol = _protocol_of(connection)
+    if IPeerVerifiedListener.providedBy(protocol):
+        protocol.peerVerified(certificate)
 
 
 def client_verifier(
@@ -87,9 +112,14 @@ def client_verifier(
     Return the server's verify callback: it refuses a client whose chain
     OpenSSL rejects (tolerating a stale CRL when C{revocations} says so) or,
     once the whole chain is verified, whose identity C{policy} refuses.
+    An accepted leaf is handed to the protocol (L{IPeerVerifiedListener}).
     """
+    if policy is not None and (policy.allow_all or not policy.has_rules):
+        policy = None  # it admits everyone: skip reading identities
 
     def verify(conn: SSL.Connection, cert: X509, code: int, depth: int, ok: int) -> bool:
+        if ok and depth:  # an intermediate or CA that OpenSSL accepted
+            return True
         certificate = cert.to_cryptography()
         problem = None
         if not ok:
@@ -104,6 +134,8 @@ def client_verifier(
             problem = policy.check(PeerIdentity.from_certificate(certificate))
         if problem:
             tell_rejection(conn, problem)
+        elif depth == 0:
+            tell_verified(conn, certificate)
         return problem is None
 
     return verify
