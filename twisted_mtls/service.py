@@ -4,6 +4,7 @@ The daemon as a Twisted service: a TLS listener that requires client certificate
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.application.service import Service
@@ -53,6 +54,9 @@ class MTLSService(Service):
         self.reactor = reactor
         self.config = config
         self.material = material
+        # Without a key file, one random ticket key for this start: every
+        # context (reloads, and workers forked after this) shares it.
+        self.ticketKey = os.urandom(80)
         self.creator = ServerTLSCreator(self.context_for(material))
         self.factory = factory_for(config, reactor)
         self.tlsFactory = LimitedTLSFactory(self.creator, False, self.factory)
@@ -71,7 +75,16 @@ class MTLSService(Service):
             verify_depth=self.config.verify_depth,
             policy=policy,
             crl_stale=self.config.crl_stale,
+            session_tickets=self.config.session_tickets,
+            ticket_key=self._ticketKeyFor(material),
         )
+
+    def _ticketKeyFor(self, material: ServerMaterial) -> bytes | None:
+        if material.ticket_key is not None or self.config.workers > 1:
+            return material.ticket_key or self.ticketKey  # warns if it cannot be set
+        from .tickets import ticket_keys
+
+        return self.ticketKey if ticket_keys().available else None
 
     def listen(self):
         """

@@ -201,11 +201,15 @@ def server_context(
     verify: VerifyCallback | None = None,
     policy: Policy | None = None,
     crl_stale: str = "warn",
+    session_tickets: bool = True,
+    ticket_key: bytes | None = None,
 ) -> SSL.Context:
     """
     Return a server context that requires a client certificate issued by
     one of C{material.client_cas}, not revoked by C{material.crls} and
-    allowed by C{policy}.
+    allowed by C{policy}; it issues session tickets (encrypted with
+    C{ticket_key} when given and settable) unless C{session_tickets} is false.
+    A session resumes only under the same CAs, policy and CRLs.
     """
     revocations = Revocations(material.crls, crl_stale)
     context = base_context(SSL.TLS_SERVER_METHOD, min_version)
@@ -218,6 +222,12 @@ def server_context(
     context.set_verify_depth(verify_depth)
     rules = policy.digest() if policy is not None else b""
     context.set_session_id(session_context_id(material, rules, revocations.digest()))
+    if not session_tickets:
+        context.set_options(SSL.OP_NO_TICKET)
+    elif ticket_key is not None:
+        from .tickets import ticket_keys
+
+        ticket_keys().set(context, ticket_key)
     return context
 
 
