@@ -19,6 +19,7 @@ from .revocation import Revocations
 from .shutdown import drain
 from .services import factory_for
 from .tls import ServerTLSCreator, server_context
+from .workers import adopt_listener, read_ticket_key, worker_number
 
 log = Logger(namespace="twisted_mtls")
 
@@ -54,9 +55,9 @@ class MTLSService(Service):
         self.reactor = reactor
         self.config = config
         self.material = material
-        # Without a key file, one random ticket key for this start: every
-        # context (reloads, and workers forked after this) shares it.
-        self.ticketKey = os.urandom(80)
+        # Without a key file, one random ticket key for this start that every
+        # context (reloads) shares; a worker gets its supervisor's.
+        self.ticketKey = read_ticket_key() if worker_number() is not None else os.urandom(80)
         self.creator = ServerTLSCreator(self.context_for(material))
         self.factory = factory_for(config, reactor)
         self.tlsFactory = LimitedTLSFactory(self.creator, False, self.factory)
@@ -90,6 +91,8 @@ class MTLSService(Service):
         """
         Start listening; return a Deferred that fires with the listening port.
         """
+        if worker_number() is not None:  # the supervisor's socket
+            return defer.maybeDeferred(adopt_listener, self.reactor, self.tlsFactory)
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         return endpoint.listen(self.tlsFactory)
 
