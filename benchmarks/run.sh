@@ -81,13 +81,15 @@ start_server() {
     local name=$1 port=$2 log=$TMP/$1.log
     case $name in
     twisted-mtls)
-        # Every feature on: info logging (to the log file) and metrics.
+        # Every feature on: info logging (to the log file) and metrics; the
+        # default max_connections (1000) would refuse most idle connections.
         cat >"$TMP/mtls.ini" <<EOF
 [server]
-listen = tcp:$port:interface=127.0.0.1
+listen = tcp:$port:interface=127.0.0.1:backlog=1024
 certificate = $PKI/server.pem
 private_key = $PKI/server.key
 client_ca = $PKI/ca.pem
+max_connections = $((IDLE + 1000))
 ${MTLS_EXTRA:-}
 [metrics]
 listen = tcp:$(free_port):interface=127.0.0.1
