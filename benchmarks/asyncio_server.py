@@ -2,13 +2,21 @@
 Baseline for the benchmarks: an asyncio mutual-TLS line echo on the standard
 ``ssl`` module (TLS 1.2+, client certificate required).
 
-All the complete lines that one read brings are written back, delimiters
-included, in one write (as twisted-mtls's echo protocol does).  A line longer
-than 65536 bytes, not counting its ``\\n``, closes the connection.  ``--uvloop`` runs the same code on
-uvloop.  Prints nothing but errors; exits on SIGTERM or SIGINT.
+Two servers:
+
+- bulk (default): a Protocol that writes back all the complete lines that one
+  read brings, delimiters included, in one write (as twisted-mtls's echo
+  protocol does): the fastest asyncio echo, not what most people write;
+- ``--naive``: what a Python user would write: ``asyncio.start_server`` and,
+  per line, ``await reader.readline()``, ``writer.write(line)``,
+  ``await writer.drain()``.
+
+A line longer than 65536 bytes, not counting its ``\\n``, closes the
+connection.  ``--uvloop`` runs the same code on uvloop.  Prints nothing but
+errors; exits on SIGTERM or SIGINT.
 
     python benchmarks/asyncio_server.py --port 8443 --cert server.pem \\
-        --key server.key --ca ca.pem [--uvloop]
+        --key server.key --ca ca.pem [--uvloop] [--naive]
 """
 
 import argparse
@@ -46,6 +54,24 @@ class LineEcho(asyncio.Protocol):
         self.transport.resume_reading()
 
 
+async def naive_echo(reader, writer):
+    """One line at a time, as the asyncio streams documentation shows."""
+    try:
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # longer than the limit
+                break
+            if not line:
+                break
+            writer.write(line)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
 def server_context(cert, key, ca):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -60,13 +86,15 @@ async def serve(args):
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = await loop.create_server(
-        LineEcho,
-        args.host,
-        args.port,
-        ssl=server_context(args.cert, args.key, args.ca),
-        backlog=args.backlog,
-    )
+    context = server_context(args.cert, args.key, args.ca)
+    if args.naive:
+        server = await asyncio.start_server(
+            naive_echo, args.host, args.port, ssl=context, backlog=args.backlog, limit=MAX_LINE + 1
+        )
+    else:
+        server = await loop.create_server(
+            LineEcho, args.host, args.port, ssl=context, backlog=args.backlog
+        )
     await stop.wait()
     server.close()
 
@@ -80,6 +108,7 @@ def main(argv=None):
     parser.add_argument("--ca", required=True, help="CA that client certificates must chain to")
     parser.add_argument("--backlog", type=int, default=511)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument("--naive", action="store_true", help="streams, one readline/write/drain per line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.uvloop:

@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # Benchmarks the twisted-mtls daemon against baseline mutual-TLS line-echo
-# servers (asyncio, uvloop, and `openssl s_server` for handshakes only),
+# servers (asyncio streams, asyncio and uvloop bulk echo, and `openssl s_server`
+# for handshakes only),
 # measuring the *server's* CPU and memory per operation.
 #
 #   benchmarks/run.sh                 # full run, about 5 minutes
 #   QUICK=1 benchmarks/run.sh         # smoke run, about 1 minute
-#   PYTHON=/work/venv/bin/python SERVERS="asyncio uvloop" benchmarks/run.sh
+#   PYTHON=/work/venv/bin/python SERVERS="twisted-mtls uvloop-bulk" benchmarks/run.sh
 #
 # Run it from anywhere; it works from the repository root.  Environment:
 #   PYTHON   interpreter with twisted_mtls importable (default: python on PATH)
 #   TWISTD   twistd to run the daemon with (default: the one beside PYTHON)
-#   SERVERS  which servers, in order (default: twisted-mtls asyncio uvloop openssl)
+#   SERVERS  which servers, in order (default: twisted-mtls asyncio-naive
+#            asyncio-bulk uvloop-bulk openssl): *-bulk write back all complete lines
+#            of a read in one write; asyncio-naive is the readline/write/drain loop
 #   OUT      where the JSON results go (default: benchmarks/out)
 #   SECONDS_PER_PHASE, CONNECTIONS, IDLE, HOLD   override the load settings
+#   MTLS_EXTRA  more [server] lines for the daemon, e.g. MTLS_EXTRA='workers = 2'
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON=$(command -v "${PYTHON:-python}") || { echo "run.sh: no python; set PYTHON" >&2; exit 2; }
 TWISTD=${TWISTD:-$(dirname "$PYTHON")/twistd}
 OPENSSL=${OPENSSL:-$(command -v openssl || true)}
-SERVERS=${SERVERS:-"twisted-mtls asyncio uvloop openssl"}
+SERVERS=${SERVERS:-"twisted-mtls asyncio-naive asyncio-bulk uvloop-bulk openssl"}
 OUT=${OUT:-benchmarks/out}
 if [ "${QUICK:-0}" = 1 ]; then
     SECONDS_PER_PHASE=${SECONDS_PER_PHASE:-1.5} IDLE=${IDLE:-500} HOLD=${HOLD:-1}
@@ -69,7 +73,7 @@ free_port() {
 
 have_daemon() {
     [ -x "$TWISTD" ] && "$PYTHON" -c 'import twisted_mtls.tap' 2>/dev/null \
-        && "$TWISTD" --help 2>/dev/null | grep -qw mtls
+        && "$TWISTD" --help 2>/dev/null | grep -w mtls >/dev/null  # not -q: under pipefail, SIGPIPE would fail it
 }
 
 # start_server NAME PORT: starts it in the background, sets SERVER_PID.
@@ -77,18 +81,25 @@ start_server() {
     local name=$1 port=$2 log=$TMP/$1.log
     case $name in
     twisted-mtls)
+        # Every feature on: info logging (to the log file) and metrics; the
+        # default max_connections (1000) would refuse most idle connections.
         cat >"$TMP/mtls.ini" <<EOF
 [server]
-listen = tcp:$port:interface=127.0.0.1
+listen = tcp:$port:interface=127.0.0.1:backlog=1024
 certificate = $PKI/server.pem
 private_key = $PKI/server.key
 client_ca = $PKI/ca.pem
+max_connections = $((IDLE + 1000))
+${MTLS_EXTRA:-}
+[metrics]
+listen = tcp:$(free_port):interface=127.0.0.1
 EOF
         "${SERVER_PIN[@]}" "$TWISTD" -n --pidfile= mtls --config "$TMP/mtls.ini" >"$log" 2>&1 &
         ;;
-    asyncio | uvloop)
+    asyncio-bulk | uvloop-bulk | asyncio-naive)
         flag=()
-        [ "$name" = uvloop ] && flag=(--uvloop)
+        [ "$name" = uvloop-bulk ] && flag=(--uvloop)
+        [ "$name" = asyncio-naive ] && flag=(--naive)
         "${SERVER_PIN[@]}" "$PYTHON" benchmarks/asyncio_server.py --port "$port" "${flag[@]}" \
             --cert "$PKI/server.pem" --key "$PKI/server.key" --ca "$PKI/ca.pem" >"$log" 2>&1 &
         ;;
@@ -111,8 +122,8 @@ for name in $SERVERS; do
             continue
         fi
         phases=all ;;
-    asyncio | uvloop)
-        if [ "$name" = uvloop ] && ! "$PYTHON" -c 'import uvloop' 2>/dev/null; then
+    asyncio-bulk | uvloop-bulk | asyncio-naive)
+        if [ "$name" = uvloop-bulk ] && ! "$PYTHON" -c 'import uvloop' 2>/dev/null; then
             echo "== $name: skipped (pip install uvloop)" >&2
             continue
         fi

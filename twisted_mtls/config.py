@@ -390,6 +390,25 @@ class ServerConfig:
         choice("warn", "reject"),
         "A CRL past its nextUpdate: warn (log and use it) or reject (refuse its clients).",
     )
+    session_tickets: bool = setting(
+        "on",
+        boolean,
+        "Issue TLS session tickets so that clients resume without a full handshake "
+        "(off: resumption only from this process's session cache).",
+    )
+    session_ticket_key_file: Path | None = setting(
+        "",
+        optional_path,
+        "File holding the 80-byte session ticket key (raw or base64; `pki ticket-key FILE` "
+        "writes one), shared by workers and by servers behind one load balancer; "
+        "replace it and reload to rotate (empty: a random key per start).",
+        kind=_PATH,
+    )
+    workers: int = setting(
+        "1",
+        whole_number(1, 256),
+        "Processes serving the listening socket (one twistd); SIGHUP and SIGTERM reach all.",
+    )
     source: "Source" = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
 

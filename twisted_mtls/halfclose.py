@@ -14,6 +14,15 @@ the wrapped protocol provides L{IHalfCloseableProtocol}:
 Other protocols see Twisted's behaviour, except that bytes written just
 before the peer's close_notify arrived are sent before our close_notify
 (Twisted would drop them).
+
+It is also Twisted's TLS with the per-connection and per-read Python work
+cut down (see BENCHMARKS.md): TCP_NODELAY on TCP connections; the wrapped
+transport's interfaces declared once per transport type, not re-declared
+one by one on every connection; all the application data that one read
+decrypts delivered in one C{dataReceived}; what the protocol writes while
+handling a read sent at the end of that read (not one reactor turn later
+through a C{callLater(0)}); and the TLS records of a write taken from
+OpenSSL in large chunks.
 """
 
 from __future__ import annotations
@@ -23,11 +32,56 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
+    ITCPTransport,
 )
+from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.protocols.tls import (
+    BufferingTLSTransport,
+    TLSMemoryBIOFactory,
+    _AggregateSmallWrites,
+)
 from twisted.python.failure import Failure
-from zope.interface import alsoProvides, implementer
+from zope.interface import Declaration, directlyProvides, implementer, providedBy
+
+# Largest plaintext asked of OpenSSL at once (it returns one record, at
+# most 16 KiB, per call) and largest chunk of TLS records read back from it.
+RECV_SIZE = 2**16
+SEND_BIO_SIZE = 2**18
+
+# (interfaces of the transport, half-closeable protocol?) -> our declaration
+_declarations: dict = {}
+
+
+def _declaration(transport, halfCloseable: bool) -> Declaration:
+    """
+    Return what a TLS protocol over C{transport} directly provides: the
+    transport's interfaces, and L{IHalfCloseableProtocol} when asked.
+    """
+    spec = providedBy(transport)
+    key = (spec, halfCloseable)
+    declaration = _declarations.get(key)
+    if declaration is None:
+        extra = (IHalfCloseableProtocol,) if halfCloseable else ()
+        declaration = _declarations[key] = Declaration(spec, *extra)
+    return declaration
+
+
+class _ReadTurnAggregator(_AggregateSmallWrites):
+    """
+    Twisted's small-write aggregator, except that while C{holding} (during a
+    read) writes are only collected: the read's end flushes them.
+    """
+
+    holding = False
+
+    def write(self, data: bytes) -> None:
+        if not self.holding:
+            return super().write(data)
+        self._buffer.append(data + b"")
+        self._bufferLeft -= len(data)
+        if self._bufferLeft < 0:
+            self.flush()
 
 
 class HalfCloseTLSProtocol(BufferingTLSTransport):
@@ -39,31 +93,93 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
     readClosed = False
     writeClosed = False
 
-    def makeConnection(self, transport) -> None:
-        super().makeConnection(transport)
-        if self._halfCloseable():
-            alsoProvides(self, IHalfCloseableProtocol)  # TCP FIN -> readConnectionLost
+    def __init__(self, factory, wrappedProtocol, _connectWrapped: bool = True) -> None:
+        super().__init__(factory, wrappedProtocol, _connectWrapped)
+        self._aggregator = _ReadTurnAggregator(self._aggregator._write, factory._clock)
+        self.write = self._aggregator.write
 
-    def _halfCloseable(self) -> bool:
-        return IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
+    def makeConnection(self, transport) -> None:
+        # TLSMemoryBIOProtocol.makeConnection, without re-declaring the
+        # transport's interfaces one at a time on every connection.
+        self._halfCloseable = IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
+        self._tlsConnection = self.factory._creatorCallable(self)
+        self._appSendBuffer = []
+        # the transport's interfaces; half-closeable: TCP FIN -> readConnectionLost
+        directlyProvides(self, _declaration(transport, self._halfCloseable))
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)  # replies are whole; do not wait for ACKs
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+        if self._connectWrapped:
+            self.wrappedProtocol.makeConnection(self)
+        self._checkHandshakeStatus()
+
+    def dataReceived(self, data: bytes) -> None:
+        aggregator = self._aggregator
+        aggregator.holding = True
+        try:
+            super().dataReceived(data)
+        finally:
+            aggregator.holding = False
+            aggregator.flush()
 
     def _flushReceiveBIO(self) -> None:
-        if not self._halfCloseable():
-            return super()._flushReceiveBIO()
+        chunks: list[bytes] = []
         while not self._lostTLSConnection and not self.readClosed:
             try:
-                data = self._tlsConnection.recv(2**15)
+                chunks.append(self._tlsConnection.recv(RECV_SIZE))
             except WantReadError:
                 break
             except ZeroReturnError:
-                self._peerClosedWriting()
+                self._deliver(chunks)
+                if self._halfCloseable:
+                    self._peerClosedWriting()
+                else:
+                    self._shutdownTLS()
+                    self._tlsShutdownFinished(None)
             except Error:
-                self._tlsShutdownFinished(Failure())
-            else:
-                if not self._aborted:
-                    ProtocolWrapper.dataReceived(self, data)
+                failure = Failure()
+                self._deliver(chunks)
+                self._tlsShutdownFinished(failure)
+        self._deliver(chunks)
         if self._tlsConnection is not None:
             self._flushSendBIO()
+
+    def _deliver(self, chunks: list[bytes]) -> None:
+        """
+        Hand the decrypted C{chunks} to the protocol in one call, and forget them.
+        """
+        if chunks and not self._aborted:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            ProtocolWrapper.dataReceived(self, data)
+        chunks.clear()
+
+    def _flushSendBIO(self) -> None:
+        while True:
+            try:
+                records = self._tlsConnection.bio_read(SEND_BIO_SIZE)
+            except WantReadError:
+                return
+            self.transport.write(records)
+            if len(records) < SEND_BIO_SIZE:
+                return
+
+    def _write(self, data: bytes) -> None:
+        # TLSMemoryBIOProtocol._write, without a copy and a flush per record.
+        if self._lostTLSConnection:
+            return
+        view = memoryview(data)
+        sent = 0
+        while sent < len(view):
+            try:
+                sent += self._tlsConnection.send(view[sent:])
+            except WantReadError:
+                self._bufferedWrite(bytes(view[sent:]))
+                break
+            except Error:
+                self._tlsShutdownFinished(Failure())
+                return
+        self._flushSendBIO()
 
     def _peerClosedWriting(self) -> None:
         self.readClosed = True

@@ -5,6 +5,7 @@ Who is on the other end: the identity read from a verified peer certificate.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -45,8 +46,15 @@ class PeerIdentity:
     @classmethod
     def from_certificate(cls, cert: x509.Certificate) -> PeerIdentity:
         """
-        Read the identity of C{cert}.
+        Read the identity of C{cert} (remembered for the last
+        C{IDENTITY_CACHE_SIZE} certificates: clients reconnect).
         """
+        if cls is PeerIdentity:
+            return _cached_identity(cert)
+        return cls._read(cert)
+
+    @classmethod
+    def _read(cls, cert: x509.Certificate) -> PeerIdentity:
         subject = cert.subject
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -99,3 +107,12 @@ class PeerIdentity:
             "spki": self.spki_sha256,
             "not_after": self.not_after.isoformat(),
         }
+
+
+IDENTITY_CACHE_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=IDENTITY_CACHE_SIZE)
+def _cached_identity(cert: x509.Certificate) -> PeerIdentity:
+    # Certificates hash and compare by their DER encoding.
+    return PeerIdentity._read(cert)

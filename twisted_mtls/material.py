@@ -37,6 +37,7 @@ class ServerMaterial:
     key: PrivateKey
     client_cas: tuple[x509.Certificate, ...]
     crls: tuple[x509.CertificateRevocationList, ...] = ()
+    ticket_key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -209,10 +210,15 @@ def load_server_material(config: ServerConfig) -> ServerMaterial:
     Load and check everything the TLS listener serves; raise L{ConfigError}.
     """
     from .revocation import load_crls
+    from .tickets import load_ticket_key
 
     chain, key = load_chain_and_key(config, ExtendedKeyUsageOID.SERVER_AUTH)
     cas = load_cas(config.source, "client_ca", config.client_ca)
-    return ServerMaterial(chain, key, cas, load_crls(config.source, "crl", config.crl, cas))
+    crls = load_crls(config.source, "crl", config.crl, cas)
+    ticket_key = load_ticket_key(
+        config.source, "session_ticket_key_file", config.session_ticket_key_file
+    )
+    return ServerMaterial(chain, key, cas, crls, ticket_key)
 
 
 def load_client_material(config: ClientConfig) -> ClientMaterial:

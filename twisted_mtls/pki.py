@@ -305,6 +305,17 @@ def _cmd_crl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ticket_key(args: argparse.Namespace) -> int:
+    from .tickets import write_ticket_key
+
+    from pathlib import Path
+
+    write_ticket_key(Path(args.file))
+    print(f"wrote a new session ticket key to {args.file} (mode 0600); "
+          "reload the servers that use it (SIGHUP) to rotate")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m twisted_mtls.pki", description=__doc__.strip().splitlines()[0]
@@ -344,6 +355,11 @@ def _parser() -> argparse.ArgumentParser:
 
     crl = command("crl", _cmd_crl, "rewrite crl.pem from index.json")
     crl.add_argument("--days", type=_days, default=30, help="CRL validity in days")
+
+    help = "write a new random session ticket key (session_ticket_key_file), mode 0600"
+    ticket = commands.add_parser("ticket-key", help=help, description=help)
+    ticket.add_argument("file", metavar="FILE")
+    ticket.set_defaults(run=_cmd_ticket_key)
     return parser
 
 

@@ -16,7 +16,7 @@ from zope.interface import implementer
 from .identity import PeerIdentity
 from .reasons import describe_tls_failure
 from .stats import ConnectionStats
-from .tls import IPeerRejectionListener
+from .tls import IPeerRejectionListener, IPeerVerifiedListener
 
 log = Logger(namespace="twisted_mtls")
 
@@ -31,7 +31,7 @@ def describe_address(address) -> str:
     return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
 
 
-@implementer(IHandshakeListener, IPeerRejectionListener, IPushProducer)
+@implementer(IHandshakeListener, IPeerRejectionListener, IPeerVerifiedListener, IPushProducer)
 class MTLSProtocol(Protocol, TimeoutMixin):
     """
     The part of every served protocol that deals with the connection itself:
@@ -49,6 +49,7 @@ class MTLSProtocol(Protocol, TimeoutMixin):
 
     factory: MTLSFactory
     peerIdentity: PeerIdentity | None = None
+    verifiedCertificate = None
     handshakeDone = False
     closeReason: str | None = None
     closeLabel: str | None = None
@@ -71,14 +72,20 @@ class MTLSProtocol(Protocol, TimeoutMixin):
         if self.closeReason is None:
             self.closeReason = reason
 
+    def peerVerified(self, certificate) -> None:
+        self.verifiedCertificate = certificate
+
     def handshakeCompleted(self) -> None:
         if self.handshakeDone:  # no renegotiation, but never serve twice
             return
         self.handshakeDone = True
         connection = self.transport.getHandle()
-        self.peerIdentity = PeerIdentity.from_certificate(
-            connection.get_peer_certificate(as_cryptography=True)
+        # A resumed session was verified when it was made: read its certificate.
+        certificate = self.verifiedCertificate or connection.get_peer_certificate(
+            as_cryptography=True
         )
+        self.verifiedCertificate = None
+        self.peerIdentity = PeerIdentity.from_certificate(certificate)
         self.setTimeout(self.factory.config.idle_timeout or None)
         identity = self.peerIdentity
         self.factory.stats.handshakeSucceeded(

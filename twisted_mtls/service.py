@@ -4,6 +4,7 @@ The daemon as a Twisted service: a TLS listener that requires client certificate
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.application.service import Service
@@ -20,6 +21,7 @@ from .revocation import Revocations
 from .shutdown import drain
 from .services import factory_for
 from .tls import ServerTLSCreator, server_context
+from .workers import adopt_listener, read_ticket_key, worker_number
 
 log = Logger(namespace="twisted_mtls")
 
@@ -57,6 +59,9 @@ class MTLSService(Service):
         self.reactor = reactor
         self.config = config
         self.material = material
+        # Without a key file, one random ticket key for this start that every
+        # context (reloads) shares; a worker gets its supervisor's.
+        self.ticketKey = read_ticket_key() if worker_number() is not None else os.urandom(80)
         self.creator = ServerTLSCreator(self.context_for(material))
         self.factory = factory_for(config, reactor)
         self.tlsFactory = LimitedTLSFactory(self.creator, False, self.factory)
@@ -82,7 +87,16 @@ class MTLSService(Service):
             verify_depth=settings.verify_depth,
             policy=policy,
             crl_stale=settings.crl_stale,
+            session_tickets=settings.session_tickets,
+            ticket_key=self._ticketKeyFor(material, settings),
         )
+
+    def _ticketKeyFor(self, material: ServerMaterial, settings: ServerConfig) -> bytes | None:
+        if material.ticket_key is not None or settings.workers > 1:
+            return material.ticket_key or self.ticketKey  # warns if it cannot be set
+        from .tickets import ticket_keys
+
+        return self.ticketKey if ticket_keys().available else None
 
     def serve(self, settings: ServerConfig, material: ServerMaterial, context) -> None:
         """
@@ -96,6 +110,10 @@ class MTLSService(Service):
         """
         Start listening; return a Deferred that fires with the listening port.
         """
+        if worker_number() is not None:  # the supervisor's socket
+            return defer.maybeDeferred(
+                adopt_listener, self.reactor, self.proxyFactory or self.tlsFactory
+            )
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         return endpoint.listen(self.proxyFactory or self.tlsFactory)
 

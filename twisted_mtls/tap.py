@@ -4,6 +4,7 @@ C{twistd mtls}: options and service maker.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.application.service import MultiService
@@ -91,11 +92,19 @@ def makeService(options: Options):
     from .reload import MaterialWatcher
     from .service import MTLSService
     from .shutdown import SignalShutdown
+    from .workers import Supervisor, per_worker, worker_number
 
     twistd = getattr(options, "parent", None)
     daemon = DaemonService(
         twistd_observer(options.logConfig.format, twistd) if twistd is not None else None
     )
+    number = worker_number()
+    if options.serverConfig.workers > 1 and number is None:
+        key = options.material.ticket_key or os.urandom(80)
+        supervisor = Supervisor(options, key)
+        supervisor.setServiceParent(daemon)
+        SignalShutdown(supervisor.reactor).setServiceParent(daemon)
+        return daemon
     service = MTLSService(options.serverConfig, options.material)
     service.setServiceParent(daemon)
     SignalShutdown(service.reactor).setServiceParent(daemon)
@@ -105,5 +114,6 @@ def makeService(options: Options):
     )
     watcher.setServiceParent(daemon)
     if options.metricsConfig.listen:
-        MetricsService(options.metricsConfig.listen, service, watcher).setServiceParent(daemon)
+        listen = per_worker(options.metricsConfig.listen, number or 0)
+        MetricsService(listen, service, watcher).setServiceParent(daemon)
     return daemon

@@ -62,6 +62,18 @@ class IPeerRejectionListener(Interface):
         """
 
 
+class IPeerVerifiedListener(Interface):
+    """
+    A protocol handed its peer's certificate once the chain and the access
+    policy accepted it, so that it need not convert it again.
+    """
+
+    def peerVerified(certificate: x509.Certificate) -> None:
+        """
+        The peer's leaf C{certificate} was verified (a full handshake).
+        """
+
+
 class ITLSConnectionCreator(IOpenSSLServerConnectionCreator):
     """
     A server connection creator whose current context can be read.
@@ -70,14 +82,27 @@ class ITLSConnectionCreator(IOpenSSLServerConnectionCreator):
     context = Attribute("The L{SSL.Context} new connections use.")
 
 
+def _protocol_of(connection: SSL.Connection):
+    tls_protocol = connection.get_app_data()
+    return getattr(tls_protocol, "wrappedProtocol", tls_protocol)
+
+
 def tell_rejection(connection: SSL.Connection, reason: str) -> None:
     """
     Tell the protocol behind C{connection}, if it listens, why its peer was refused.
     """
-    tls_protocol = connection.get_app_data()
-    protocol = getattr(tls_protocol, "wrappedProtocol", tls_protocol)
+    protocol = _protocol_of(connection)
     if IPeerRejectionListener.providedBy(protocol):
         protocol.peerRejected(reason)
+
+
+def tell_verified(connection: SSL.Connection, certificate: x509.Certificate) -> None:
+    """
+    Hand the protocol behind C{connection}, if it listens, its peer's verified leaf.
+    """
+    protocol = _protocol_of(connection)
+    if IPeerVerifiedListener.providedBy(protocol):
+        protocol.peerVerified(certificate)
 
 
 def client_verifier(
@@ -87,9 +112,14 @@ def client_verifier(
     Return the server's verify callback: it refuses a client whose chain
     OpenSSL rejects (tolerating a stale CRL when C{revocations} says so) or,
     once the whole chain is verified, whose identity C{policy} refuses.
+    An accepted leaf is handed to the protocol (L{IPeerVerifiedListener}).
     """
+    if policy is not None and (policy.allow_all or not policy.has_rules):
+        policy = None  # it admits everyone: skip reading identities
 
     def verify(conn: SSL.Connection, cert: X509, code: int, depth: int, ok: int) -> bool:
+        if ok and depth:  # an intermediate or CA that OpenSSL accepted
+            return True
         certificate = cert.to_cryptography()
         problem = None
         if not ok:
@@ -104,6 +134,8 @@ def client_verifier(
             problem = policy.check(PeerIdentity.from_certificate(certificate))
         if problem:
             tell_rejection(conn, problem)
+        elif depth == 0:
+            tell_verified(conn, certificate)
         return problem is None
 
     return verify
@@ -169,11 +201,15 @@ def server_context(
     verify: VerifyCallback | None = None,
     policy: Policy | None = None,
     crl_stale: str = "warn",
+    session_tickets: bool = True,
+    ticket_key: bytes | None = None,
 ) -> SSL.Context:
     """
     Return a server context that requires a client certificate issued by
     one of C{material.client_cas}, not revoked by C{material.crls} and
-    allowed by C{policy}.
+    allowed by C{policy}; it issues session tickets (encrypted with
+    C{ticket_key} when given and settable) unless C{session_tickets} is false.
+    A session resumes only under the same CAs, policy and CRLs.
     """
     revocations = Revocations(material.crls, crl_stale)
     context = base_context(SSL.TLS_SERVER_METHOD, min_version)
@@ -186,6 +222,12 @@ def server_context(
     context.set_verify_depth(verify_depth)
     rules = policy.digest() if policy is not None else b""
     context.set_session_id(session_context_id(material, rules, revocations.digest()))
+    if not session_tickets:
+        context.set_options(SSL.OP_NO_TICKET)
+    elif ticket_key is not None:
+        from .tickets import ticket_keys
+
+        ticket_keys().set(context, ticket_key)
     return context
 
 
