@@ -9,6 +9,7 @@ from twisted_mtls.workers import per_worker
 from .processes import LISTENING, client_of, run_process, start_daemon
 from .support import TestCase, eventually, inline
 
+
 class PerWorkerTests(TestCase):
     def test_fixed_port_moves_up(self) -> None:
         """Worker K's metrics endpoint is the configured TCP port + K."""
