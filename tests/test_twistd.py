@@ -13,6 +13,7 @@ from .processes import LISTENING, client_of, run_process, start_daemon, twistd
 from .support import TestCase, eventually, inline, make_folder
 from .test_config import server_ini
 
+
 class PluginTests(TestCase):
     def test_plugin_found(self):
         """twistd's plugin search finds a service maker with tapname "mtls"."""
