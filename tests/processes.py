@@ -6,6 +6,7 @@ and bounded in time.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -96,3 +97,38 @@ async def run_process(*args: str, stdin: bytes | None = None, timeout: float = 2
     child = start(argv, stdin)
     status = await child.wait(timeout)
     return status, child.out, child.err
+
+
+# The line the daemon (each worker) logs once it listens, with the port.
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) ")
+
+
+def start_daemon(testcase, **changes: str) -> tuple[Child, Path]:
+    """
+    Start C{twistd -n mtls} on a fresh folder's configuration (the test
+    server's, with C{changes}) that also holds the test client's certificate
+    and key; return the daemon (killed at cleanup) and the configuration file.
+    """
+    from .support import make_folder, pki
+    from .test_config import server_ini
+
+    folder = make_folder(testcase)
+    ini = server_ini(folder, **changes)
+    for name in ("client.pem", "client.key"):
+        (folder / name).write_bytes((pki().folder / name).read_bytes())
+    daemon = start([*twistd(), "-n", "--pidfile=", "mtls", "--config", str(ini)])
+    testcase.addCleanup(daemon.signal, "KILL")
+    return daemon, ini
+
+
+def client_of(ini: Path, port: str) -> tuple[str, ...]:
+    """
+    Add to C{ini} a C{[client]} section for the test client connecting to
+    C{port}; return the arguments that run that client.
+    """
+    with open(ini, "a") as f:
+        f.write(
+            f"\n[client]\nconnect = 127.0.0.1:{port}\nserver_name = localhost\n"
+            "certificate = client.pem\nprivate_key = client.key\nca = ca.pem\n"
+        )
+    return ("-m", "twisted_mtls.client", "--config", str(ini))

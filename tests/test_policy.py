@@ -7,7 +7,8 @@ from __future__ import annotations
 from twisted_mtls import certbuilder, config
 from twisted_mtls.errors import ConfigError
 from twisted_mtls.identity import PeerIdentity
-from twisted_mtls.policy import Policy, UriPattern, fingerprint, open_policy_warning, split_list
+from twisted_mtls.policy import Policy, UriPattern, fingerprint, open_policy_warning
+from twisted_mtls.values import split_list
 
 from .access import attempt, write_bundle
 from .support import TestCase, inline, pki, server_config

@@ -4,18 +4,14 @@ The twistd plugin, its options, and the daemon and client as real processes.
 
 from __future__ import annotations
 
-import re
-
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 
 from twisted_mtls import config, tap
 
-from .processes import run_process, start, twistd
-from .support import TestCase, eventually, inline, make_folder, pki
+from .processes import LISTENING, client_of, run_process, start_daemon, twistd
+from .support import TestCase, eventually, inline, make_folder
 from .test_config import server_ini
-
-_LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) ")
 
 
 class PluginTests(TestCase):
@@ -50,22 +46,11 @@ class EndToEndTests(TestCase):
     @inline
     async def test_daemon_and_client(self):
         """twistd serves the real client's --message and stdin lines, and shuts down cleanly on SIGTERM."""
-        folder = make_folder(self)
-        p = pki()
-        ini = server_ini(folder)
-        for name in ("client.pem", "client.key"):
-            (folder / name).write_bytes((p.folder / name).read_bytes())
-        daemon = start([*twistd(), "-n", "--pidfile=", "mtls", "--config", str(ini)])
-        self.addCleanup(daemon.signal, "KILL")
-        found = await eventually(lambda: _LISTENING.search(daemon.out) or daemon.ended.called, 15)
+        daemon, ini = start_daemon(self)
+        found = await eventually(lambda: LISTENING.search(daemon.out) or daemon.ended.called, 15)
         self.assertFalse(daemon.ended.called, daemon.err)
         port = found.group(1).decode()
-        with open(ini, "a") as f:
-            f.write(
-                f"\n[client]\nconnect = 127.0.0.1:{port}\nserver_name = localhost\n"
-                "certificate = client.pem\nprivate_key = client.key\nca = ca.pem\n"
-            )
-        client = ("-m", "twisted_mtls.client", "--config", str(ini))
+        client = client_of(ini, port)
         status, out, err = await run_process(*client, "--message", "hi")
         self.assertEqual((status, out, err), (0, b"hi\n", b""))
         lines = b"".join(b"line %d\n" % n for n in range(500)) + b"crlf\r\nlast"

@@ -4,15 +4,10 @@ workers = N: one twistd, N worker processes on one listening socket.
 
 from __future__ import annotations
 
-import re
-
 from twisted_mtls.workers import per_worker
 
-from .processes import run_process, start, twistd
-from .support import TestCase, eventually, inline, make_folder, pki
-from .test_config import server_ini
-
-_LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) ")
+from .processes import LISTENING, client_of, run_process, start_daemon
+from .support import TestCase, eventually, inline
 
 
 class PerWorkerTests(TestCase):
@@ -30,24 +25,13 @@ class WorkersTests(TestCase):
     @inline
     async def test_two_workers_serve_reload_and_drain(self):
         """With workers = 2 both workers listen on one port and serve, SIGHUP reloads both, SIGTERM stops all with status 0."""
-        folder = make_folder(self)
-        p = pki()
-        ini = server_ini(folder, workers="2")
-        for name in ("client.pem", "client.key"):
-            (folder / name).write_bytes((p.folder / name).read_bytes())
-        daemon = start([*twistd(), "-n", "--pidfile=", "mtls", "--config", str(ini)])
-        self.addCleanup(daemon.signal, "KILL")
-        await eventually(lambda: len(_LISTENING.findall(daemon.out)) >= 2 or daemon.ended.called, 20)
+        daemon, ini = start_daemon(self, workers="2")
+        await eventually(lambda: len(LISTENING.findall(daemon.out)) >= 2 or daemon.ended.called, 20)
         self.assertFalse(daemon.ended.called, daemon.err)
-        ports = set(_LISTENING.findall(daemon.out))
+        ports = set(LISTENING.findall(daemon.out))
         self.assertEqual(len(ports), 1, daemon.out)
         self.assertIn(b"started worker 1", daemon.out)
-        with open(ini, "a") as f:
-            f.write(
-                f"\n[client]\nconnect = 127.0.0.1:{ports.pop().decode()}\nserver_name = localhost\n"
-                "certificate = client.pem\nprivate_key = client.key\nca = ca.pem\n"
-            )
-        client = ("-m", "twisted_mtls.client", "--config", str(ini))
+        client = client_of(ini, ports.pop().decode())
         for n in range(4):
             status, out, err = await run_process(*client, "--message", f"hi {n}")
             self.assertEqual((status, out, err), (0, f"hi {n}\n".encode(), b""))

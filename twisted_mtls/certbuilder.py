@@ -1,32 +1,32 @@
 """
 Keys, certificates and CRLs for a small private or test PKI, built with
 ``cryptography`` objects only, carrying the extensions mutual TLS expects.
+
+SAN parsing (L{parse_san}) lives in L{twisted_mtls.sans} and file writing
+(L{write_file}, L{write_pem}, L{write_private_key}) in L{twisted_mtls.pemfiles};
+both stay importable from here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import os
-import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence, Union
-from urllib.parse import urlsplit
 
-import idna
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+# write_file, write_pem and write_private_key are re-exported for pki.py and the tests.
+from .pemfiles import StrPath, pkcs8_pem, write_file, write_pem, write_private_key  # noqa: F401
+from .sans import parse_san
+
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
-StrPath = Union[str, "os.PathLike[str]"]
 
 _CLOCK_SKEW = timedelta(minutes=5)
 _SIGNATURE_HASH = hashes.SHA256()
-_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 _SERVER_AUTH = (ExtendedKeyUsageOID.SERVER_AUTH,)
 _CLIENT_AUTH = (ExtendedKeyUsageOID.CLIENT_AUTH,)
 _KEY_USAGE_FLAGS = (
@@ -51,15 +51,7 @@ class Issued:
 
     def key_pem(self) -> bytes:
         """The private key as unencrypted PKCS#8 PEM."""
-        return _pkcs8_pem(self.key)
-
-
-def _pkcs8_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+        return pkcs8_pem(self.key)
 
 
 @dataclass(frozen=True)
@@ -272,75 +264,6 @@ def make_self_signed_client(
     return _make_leaf(signer, subject, (), key, window, _LeafUsage(_CLIENT_AUTH))
 
 
-def _dns_name(value: str) -> x509.DNSName:
-    try:
-        ascii_name = value.encode("ascii").decode("ascii")
-    except UnicodeEncodeError:
-        try:
-            ascii_name = idna.encode(value, uts46=True).decode("ascii")
-        except idna.IDNAError as e:
-            raise ValueError(f"invalid DNS name {value!r}: {e}") from None
-    labels = ascii_name.split(".")
-    if labels[0] == "*" and len(labels) > 1:
-        labels = labels[1:]
-    if len(ascii_name) > 253 or not all(_DNS_LABEL.match(l) for l in labels):
-        raise ValueError(f"invalid DNS name {value!r}")
-    return x509.DNSName(ascii_name)
-
-
-def _ip_address(value: str) -> x509.IPAddress:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"invalid IP address {value!r}") from None
-
-
-def _uri(value: str) -> x509.UniformResourceIdentifier:
-    if not urlsplit(value).scheme or any(c.isspace() for c in value):
-        raise ValueError(f"invalid URI {value!r} (expected scheme://...)")
-    return x509.UniformResourceIdentifier(value)
-
-
-def _email(value: str) -> x509.RFC822Name:
-    local, _, domain = value.rpartition("@")
-    if not (local and domain) or any(c.isspace() for c in value):
-        raise ValueError(f"invalid email address {value!r}")
-    return x509.RFC822Name(value)
-
-
-_SAN_PARSERS = {"dns": _dns_name, "ip": _ip_address, "uri": _uri, "email": _email}
-
-
-def _bare_san(value: str) -> x509.GeneralName:
-    try:
-        return _ip_address(value)
-    except ValueError:
-        pass
-    if "://" in value:
-        return _uri(value)
-    if "@" in value:
-        return _email(value)
-    if ":" in value:
-        raise ValueError(
-            f"unknown SAN type in {value!r} (expected DNS:, IP:, URI: or email:)"
-        )
-    return _dns_name(value)
-
-
-def parse_san(text: str) -> x509.GeneralName:
-    """A subjectAltName from "DNS:x", "IP:x", "URI:x", "email:x" or a bare value."""
-    value = text.strip()
-    prefix, colon, rest = value.partition(":")
-    parse = _SAN_PARSERS.get(prefix.lower())
-    if colon and parse is not None:
-        if not rest:
-            raise ValueError(f"empty value in SAN {text!r}")
-        return parse(rest)
-    if not value:
-        raise ValueError("empty SAN")
-    return _bare_san(value)
-
-
 def make_crl(
     issuer: Issued,
     revoked: Iterable[tuple[int, datetime, x509.ReasonFlags | None]] = (),
@@ -387,46 +310,6 @@ def spki_fingerprint(cert: x509.Certificate) -> str:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return _colon_hex(hashlib.sha256(spki).digest())
-
-
-def write_file(
-    path: StrPath, data: bytes, *, mode: int = 0o644, force: bool = False
-) -> None:
-    """Write data to path with the given mode; FileExistsError unless force."""
-    if not force:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        _fill_or_remove(fd, path, data, mode)
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    _fill_or_remove(fd, temporary, data, mode)
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
-def _fill_or_remove(fd: int, path: StrPath, data: bytes, mode: int) -> None:
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        os.unlink(path)
-        raise
-
-
-def write_private_key(path: StrPath, key: PrivateKey, *, force: bool = False) -> None:
-    """Write key as unencrypted PKCS#8 PEM, readable by the owner only (0600)."""
-    write_file(path, _pkcs8_pem(key), mode=0o600, force=force)
-
-
-def write_pem(path: StrPath, data: bytes, *, force: bool = False) -> None:
-    """Write PEM data with mode 0644."""
-    write_file(path, data, mode=0o644, force=force)
 
 
 def load_issued(cert_path: StrPath, key_path: StrPath) -> Issued:

@@ -1,25 +1,40 @@
 """
-The configuration file: its sections, keys, defaults and parsers.
+The configuration file: its sections, keys and defaults, and how a section is loaded.
 
 Each section is a frozen dataclass whose fields carry their own default,
 parser and help text (see L{setting}); the INI loader, the twistd options and
-README's reference all read that one description.
+README's reference all read that one description. The value parsers are in
+L{twisted_mtls.values}, the checks of keys that depend on one another in
+L{twisted_mtls.crosschecks}, the reading of the INI file in L{twisted_mtls.inifile}.
 """
 
 from __future__ import annotations
 
-import configparser
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from . import policy
-from .descriptions import endpoint_kind, is_local_target
+from .crosschecks import check_server
 from .errors import ConfigError
-from .policy import list_of
-
-Parser = Callable[[str], Any]
+from .inifile import read_section
+from .values import (
+    Parser,
+    boolean,
+    choice,
+    client_endpoint,
+    host_port,
+    list_of,
+    optional_path,
+    optional_server_endpoint,
+    path,
+    seconds,
+    server_endpoint,
+    service_name,
+    text,
+    whole_number,
+)
 
 # Marks a setting as a file path, resolved against the config file's folder.
 _PATH = "path"
@@ -43,197 +58,6 @@ def listing(parse: Parser, help: str, *, kind: str = "") -> Any:
     by default) of values C{parse} accepts.
     """
     return setting("", list_of(parse), help, kind=kind)
-
-
-# --- value parsers: each raises ValueError("expected ...") -------------------
-
-
-def text(value: str) -> str:
-    """
-    Accept any non-empty string.
-    """
-    value = value.strip()
-    if not value:
-        raise ValueError("expected a value, got nothing")
-    return value
-
-
-def path(value: str) -> Path:
-    """
-    Accept a file path (resolved later against the config file's folder).
-    """
-    value = text(value)
-    try:
-        return Path(value).expanduser()
-    except RuntimeError:  # ~user that does not exist
-        raise ValueError(f"expected a file path, got {value!r} (cannot expand its ~)") from None
-
-
-def optional_path(value: str) -> Path | None:
-    """
-    Accept a file path, or nothing.
-    """
-    return path(value) if value.strip() else None
-
-
-def whole_number(minimum: int, maximum: int | None = None) -> Parser:
-    """
-    Return a parser of whole numbers from C{minimum} to C{maximum}.
-    """
-
-    def parse(value: str) -> int:
-        try:
-            number = int(value.strip().replace("_", ""))
-        except ValueError:
-            number = None
-        if number is None or number < minimum or (maximum is not None and number > maximum):
-            upper = f" and <= {maximum}" if maximum is not None else ""
-            raise ValueError(f"expected a whole number >= {minimum}{upper}, got {value!r}")
-        return number
-
-    return parse
-
-
-def seconds(minimum: float = 0.0) -> Parser:
-    """
-    Return a parser of a duration in seconds (a number >= C{minimum}; 0 may mean off).
-    """
-
-    def parse(value: str) -> float:
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
-        if number is None or number != number or number < minimum or number == float("inf"):
-            raise ValueError(f"expected a number of seconds >= {minimum:g}, got {value!r}")
-        return number
-
-    return parse
-
-
-def choice(*options: str) -> Parser:
-    """
-    Return a parser that accepts one of C{options}.
-    """
-
-    def parse(value: str) -> str:
-        value = value.strip().lower()
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return value
-
-    return parse
-
-
-def boolean(value: str) -> bool:
-    """
-    Accept true/false, yes/no, on/off, 1/0.
-    """
-    lowered = value.strip().lower()
-    if lowered in ("true", "yes", "on", "1"):
-        return True
-    if lowered in ("false", "no", "off", "0"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def host_port(value: str) -> tuple[str, int]:
-    """
-    Accept C{HOST:PORT}, C{[IPV6]:PORT}.
-    """
-    value = text(value)
-    host, sep, port = value.rpartition(":")
-    if value.startswith("["):
-        host = host.strip("[]") if host.endswith("]") else ""
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT (e.g. localhost:8443), got {value!r}")
-    return host, int(port)
-
-
-def server_endpoint(value: str) -> str:
-    """
-    Accept a Twisted server endpoint description, e.g. C{tcp:8443:interface=127.0.0.1}.
-    """
-    from twisted.internet import endpoints, reactor
-
-    value = text(value)
-    try:
-        endpoints.serverFromString(reactor, value)
-    except Exception as e:  # the parsers raise whatever they like
-        raise ValueError(
-            "expected a Twisted server endpoint description such as "
-            f"tcp:8443:interface=127.0.0.1, got {value!r} ({e})"
-        ) from None
-    return value
-
-
-def service_name(value: str) -> str:
-    """
-    Accept C{echo}, C{forward} or C{python:package.module:attribute}.
-    """
-    value = text(value)
-    if value in ("echo", "forward"):
-        return value
-    module, _, attribute = value.partition("python:")[2].partition(":")
-    names = module.split(".") + attribute.split(".")
-    if not value.startswith("python:") or not all(n.isidentifier() for n in names):
-        raise ValueError(
-            f"expected echo, forward or python:package.module:attribute, got {value!r}"
-        )
-    return value
-
-
-def client_endpoint(value: str) -> str:
-    """
-    Accept nothing, or a Twisted client endpoint description of kind tcp or
-    unix (e.g. C{tcp:127.0.0.1:8080}, C{unix:/run/app.sock}).
-    """
-    from twisted.internet import endpoints, reactor
-
-    value = value.strip()
-    if not value:
-        return value
-    problem = None
-    if endpoint_kind(value) not in ("tcp", "unix"):
-        problem = "only tcp: and unix: are supported"
-    else:
-        try:
-            endpoints.clientFromString(reactor, value)
-        except (ValueError, TypeError, KeyError, IndexError) as e:
-            problem = str(e) or type(e).__name__
-    if problem:
-        raise ValueError(
-            "expected a Twisted client endpoint such as tcp:127.0.0.1:8080 or "
-            f"unix:/run/app.sock, got {value!r} ({problem})"
-        )
-    return value
-
-
-def check_server(section: "ServerConfig") -> None:
-    """
-    Check the C{[server]} keys that depend on one another; raise L{ConfigError}.
-    """
-    if section.service == "forward" and not section.target:
-        raise section.source.error(
-            "target", "is required when service = forward: " + _help("target")
-        )
-    if section.target and not section.unsafe_target and not is_local_target(section.target):
-        raise section.source.error(
-            "target",
-            f"{section.target!r} is neither a loopback address nor a unix socket; "
-            "set unsafe_target = true to relay to another host in clear text",
-        )
-    if section.service.startswith("python:"):
-        from .services import load_user_factory
-
-        try:
-            load_user_factory(section.service)
-        except ValueError as e:
-            raise section.source.error("service", str(e)) from None
-
-
-def _help(key: str) -> str:
-    return next(f.metadata["help"] for f in settings(ServerConfig) if f.name == key)
 
 
 # --- sections ----------------------------------------------------------------
@@ -449,13 +273,6 @@ class LogConfig:
     source: "Source" = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
 
-def optional_server_endpoint(value: str) -> str:
-    """
-    Accept a Twisted server endpoint description, or nothing (off).
-    """
-    return server_endpoint(value) if value.strip() else ""
-
-
 @dataclass(frozen=True)
 class MetricsConfig:
     """
@@ -564,39 +381,10 @@ def _read_section(config_file: str | os.PathLike, name: str) -> dict[str, str]:
     """
     Read C{[name]} from an INI file, refusing unknown sections and keys.
     """
-    where = os.fspath(config_file)
-    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
-    try:
-        with open(config_file, encoding="utf-8") as f:
-            parser.read_file(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read the configuration file: {e.strerror}", source=where) from None
-    except UnicodeDecodeError:
-        raise ConfigError("cannot read the configuration file: it is not UTF-8 text", source=where) from None
-    except configparser.Error as e:
-        raise ConfigError(f"not a valid INI file: {_first_line(e)}", source=where) from None
-    for section in parser.sections():
-        if section not in SECTIONS:
-            raise ConfigError(
-                f"unknown section (expected one of: {', '.join(f'[{s}]' for s in SECTIONS)})",
-                source=where,
-                section=section,
-            )
-        known = {f.name for f in settings(SECTIONS[section])}
-        for key in parser[section]:
-            if key not in known:
-                raise ConfigError(
-                    f"unknown key (expected one of: {', '.join(sorted(known))})",
-                    source=where,
-                    section=section,
-                    key=key,
-                )
-    if not parser.has_section(name):
+    known = {section: {f.name for f in settings(t)} for section, t in SECTIONS.items()}
+    values = read_section(config_file, name, known)
+    if values is None:
         if name == "server":
-            raise ConfigError(f"has no [{name}] section", source=where)
+            raise ConfigError(f"has no [{name}] section", source=os.fspath(config_file))
         return {}
-    return dict(parser[name])
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0]
+    return values

@@ -5,8 +5,6 @@ plain HTTP on C{[metrics] listen}.
 
 from __future__ import annotations
 
-import sys
-
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -14,11 +12,11 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from twisted.application.service import Service
-from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from .listening import listen_or_exit
 from .proxied import PROXY_FAILURE_LABELS
 from .stats import HANDSHAKE_BUCKETS, HANDSHAKE_FAILURE_LABELS
 
@@ -275,14 +273,9 @@ class MetricsService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        failures: list = []
-        endpoint = endpoints.serverFromString(self.reactor, self.listen)
-        endpoint.listen(self.site).addCallbacks(self._listening, failures.append)
-        if failures:
-            sys.stderr.write(
-                f"mtls: cannot listen for metrics on {self.listen}: {failures[0].getErrorMessage()}\n"
-            )
-            raise SystemExit(1)
+        listen_or_exit(
+            self.reactor, self.listen, self.site, self._listening, purpose=" for metrics"
+        )
 
     def _listening(self, port) -> None:
         self.port = port

@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Iterable, Sequence
 
 from cryptography import x509
 
@@ -21,29 +21,8 @@ from .identity import PeerIdentity
 
 log = Logger(namespace="twisted_mtls")
 
-T = TypeVar("T")
-
 _HEX = re.compile(r"[0-9a-f]{64}\Z")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-
-
-def split_list(value: str) -> tuple[str, ...]:
-    """
-    Split a list value written one per line or comma-separated; drop empty items.
-    """
-    items = (item.strip() for line in value.splitlines() for item in line.split(","))
-    return tuple(dict.fromkeys(item for item in items if item))
-
-
-def list_of(parse: Callable[[str], T]) -> Callable[[str], tuple[T, ...]]:
-    """
-    Return a parser of a list (see L{split_list}) whose items C{parse} accepts.
-    """
-
-    def parse_list(value: str) -> tuple[T, ...]:
-        return tuple(parse(item) for item in split_list(value))
-
-    return parse_list
 
 
 def fingerprint(value: str) -> str:

@@ -178,7 +178,7 @@ def serve(reactor, args, settings, material) -> int:
 
     from twisted.logger import globalLogBeginner, formatEvent
 
-    from .config import server_endpoint
+    from .values import server_endpoint
     from .descriptions import is_local_listener
 
     try:

@@ -22,9 +22,11 @@ import socket
 import sys
 
 from twisted.application.service import Service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
+
+from .listening import listen_or_exit
 
 log = Logger(namespace="twisted_mtls")
 
@@ -120,14 +122,7 @@ class Supervisor(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        failures: list = []
-        endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
-        endpoint.listen(Factory()).addCallbacks(self._listening, failures.append)
-        if failures:
-            sys.stderr.write(
-                f"mtls: cannot listen on {self.config.listen}: {failures[0].getErrorMessage()}\n"
-            )
-            raise SystemExit(1)
+        listen_or_exit(self.reactor, self.config.listen, Factory(), self._listening)
 
     def _listening(self, port) -> None:
         port.stopReading()  # the workers accept; we only hold the socket open
