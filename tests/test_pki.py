@@ -154,6 +154,17 @@ class InitTests(TestCase):
         mode = stat.S_IMODE(os.stat(self.path("ca.key")).st_mode)
         self.assertEqual(mode, 0o600)
 
+    def test_forceDropsTheOldCAsRevocations(self) -> None:
+        """init --force removes index.json and crl.pem, which belonged to the replaced CA."""
+        self.assertEqual(run("issue-client", self.dir, "bob")[0], 0)
+        self.assertEqual(run("revoke", self.dir, self.path("bob.pem"))[0], 0)
+        self.assertEqual(run("init", self.dir)[0], 1)  # refuses: index.json exists
+        status, out, _ = run("init", self.dir, "--force")
+        self.assertEqual(status, 0)
+        self.assertIn("removed", out)
+        self.assertFalse(os.path.exists(self.path("index.json")))
+        self.assertFalse(os.path.exists(self.path("crl.pem")))
+
 
 class InitOptionTests(TestCase):
     """Tests for C{pki init} options."""

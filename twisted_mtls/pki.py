@@ -206,8 +206,14 @@ def _cmd_init(args: argparse.Namespace) -> int:
     directory = args.dir
     sans = _parse_sans([*SERVER_SANS, *args.san])
     stems = ("ca", "server", "client")
-    _refuse_existing([p for s in stems for p in _pair_paths(directory, s)], args.force)
+    # index.json and crl.pem belong to the CA being replaced: never keep them.
+    stale = [_path(directory, "index.json"), _path(directory, "crl.pem")]
+    _refuse_existing([p for s in stems for p in _pair_paths(directory, s)] + stale, args.force)
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    for path in stale:
+        if os.path.exists(path):
+            os.remove(path)
+            print(f"removed {path} (it belonged to the replaced CA)")
     kind = _key_kind(args.rsa)
     days = {} if args.days is None else {"days": args.days}
     ca = certbuilder.make_ca(CA_NAME, key=certbuilder.new_key(kind), **days)
