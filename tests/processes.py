@@ -80,12 +80,15 @@ class Child(protocol.ProcessProtocol):
                 timer.cancel()
 
 
-def start(argv: list[str], stdin: bytes | None = None, cwd: str | None = None) -> Child:
+def start(
+    argv: list[str], stdin: bytes | None = None, cwd: str | None = None, env: dict | None = None
+) -> Child:
     """
-    Start C{argv} as a child process (stdin fed from C{stdin}, then closed).
+    Start C{argv} as a child process (stdin fed from C{stdin}, then closed),
+    with C{env} added to its environment.
     """
     child = Child(stdin)
-    reactor.spawnProcess(child, argv[0], argv, env=environment(), path=cwd)
+    reactor.spawnProcess(child, argv[0], argv, env={**environment(), **(env or {})}, path=cwd)
     return child
 
 
@@ -103,7 +106,7 @@ async def run_process(*args: str, stdin: bytes | None = None, timeout: float = 2
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) ")
 
 
-def start_daemon(testcase, **changes: str) -> tuple[Child, Path]:
+def start_daemon(testcase, *, env: dict | None = None, **changes: str) -> tuple[Child, Path]:
     """
     Start C{twistd -n mtls} on a fresh folder's configuration (the test
     server's, with C{changes}) that also holds the test client's certificate
@@ -116,7 +119,7 @@ def start_daemon(testcase, **changes: str) -> tuple[Child, Path]:
     ini = server_ini(folder, **changes)
     for name in ("client.pem", "client.key"):
         (folder / name).write_bytes((pki().folder / name).read_bytes())
-    daemon = start([*twistd(), "-n", "--pidfile=", "mtls", "--config", str(ini)])
+    daemon = start([*twistd(), "-n", "--pidfile=", "mtls", "--config", str(ini)], env=env)
     testcase.addCleanup(daemon.signal, "KILL")
     return daemon, ini
 

@@ -4,6 +4,8 @@ The twistd plugin, its options, and the daemon and client as real processes.
 
 from __future__ import annotations
 
+import os
+
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 
@@ -61,3 +63,35 @@ class EndToEndTests(TestCase):
         self.assertIn(b"Server Shut Down.", daemon.out)
         self.assertEqual(daemon.out.count(b" connected: CN=alice"), 2)
         self.assertNotIn(b"Traceback", daemon.out + daemon.err)
+
+
+class SystemdNotifyTests(TestCase):
+    @inline
+    async def test_ready_and_stopping_are_sent(self):
+        """Under twistd with $NOTIFY_SOCKET set, the daemon sends READY=1 once it listens and STOPPING=1 on SIGTERM."""
+        import shutil
+        import socket as socketlib
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="mtls-notify-")  # AF_UNIX paths are short
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "notify.sock")
+        receiver = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(path)
+        receiver.settimeout(0.05)
+        daemon, _ = start_daemon(self, env={"NOTIFY_SOCKET": path})
+        messages = []
+
+        def received():
+            try:
+                messages.append(receiver.recv(4096).decode())
+            except OSError:
+                pass
+            return messages
+
+        ready = await eventually(received, timeout=10)
+        self.assertIn("READY=1", ready[0])
+        daemon.signal("TERM")
+        self.assertEqual(await daemon.wait(10), 0, daemon.err)
+        await eventually(lambda: any("STOPPING=1" in m for m in received()), timeout=5)

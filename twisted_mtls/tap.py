@@ -75,6 +75,20 @@ class DaemonService(MultiService):
         super().__init__()
         self.observer = observer
 
+    def startService(self) -> None:
+        from .sdnotify import notify
+        from .workers import worker_number
+
+        super().startService()
+        if worker_number() is None:  # the process systemd started
+            notify(f"READY=1\nSTATUS=serving, pid {os.getpid()}\nMAINPID={os.getpid()}")
+
+    def stopService(self):
+        from .sdnotify import notify
+
+        notify("STOPPING=1")
+        return super().stopService()
+
     def setServiceParent(self, parent) -> None:
         if self.observer is not None and hasattr(parent, "setComponent"):
             from twisted.logger import ILogObserver
