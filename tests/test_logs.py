@@ -60,9 +60,12 @@ class JSONLogTests(TestCase):
         self.assertTrue(set(STABLE_FIELDS) <= set(opened) | set(closed))
 
     def test_twistd_destinations(self):
-        """The JSON observer writes where --logfile or --syslog say; text keeps twistd's own."""
-        self.assertIsNone(twistd_observer("text", {"logfile": "x"}))
+        """The JSON and text observers write where --logfile says; text to --syslog keeps twistd's own."""
+        self.assertIsNone(twistd_observer("text", {"syslog": True}))
         folder = make_folder(self)
+        text = twistd_observer("text", {"logfile": str(folder / "text.log"), "nodaemon": True})
+        text({"log_format": "reloaded {trigger}", "log_time": 0, "trigger": "SIGHUP", "log_system": "s"})
+        self.assertTrue((folder / "text.log").read_text().endswith(" [s] reloaded SIGHUP\n"))
         observer = twistd_observer("json", {"logfile": str(folder / "mtls.log"), "nodaemon": True})
         observer({"event": "reloaded", "log_format": "reloaded", "log_time": 0, "trigger": "SIGHUP"})
         observer.output.close()

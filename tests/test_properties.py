@@ -37,39 +37,62 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return pieces
 
 
-def echo_protocol(max_line_length: int = LIMIT) -> tuple[LineEcho, StringTransport]:
+def echo_protocol(max_line_length: int = LIMIT, views: bool = False) -> tuple[LineEcho, StringTransport]:
     """
-    Return a LineEcho past its handshake, writing to a StringTransport.
+    Return a LineEcho past its handshake, writing to a StringTransport
+    (one that takes memoryviews, with C{views}).
     """
     factory = MTLSFactory(server_config(max_line_length=str(max_line_length)), Clock())
     protocol = factory.buildProtocol(None)
-    transport = StringTransport()
+    transport = ViewTransport() if views else StringTransport()
     protocol.makeConnection(transport)
     protocol.handshakeDone = True
     return protocol, transport
 
 
+class ViewTransport(StringTransport):
+    """
+    A StringTransport that, like our TLS transport, takes memoryviews.
+    """
+
+    def write(self, data) -> None:
+        super().write(bytes(data))
+
+
+def feed(protocol: LineEcho, piece: bytes, views: bool) -> None:
+    """
+    Hand C{piece} to C{protocol}: as bytes, or as the TLS layer does, a view
+    at the start of a reused buffer that is overwritten after the call.
+    """
+    if not views:
+        protocol.dataReceived(piece)
+        return
+    scratch = bytearray(piece) + b"\0" * 7
+    protocol.dataReceived(memoryview(scratch)[: len(piece)])
+    scratch[:] = b"\xff" * len(scratch)
+
+
 class LineEchoProperties(TestCase):
     @settings(max_examples=300, deadline=None)
-    @given(lines, st.binary(max_size=LIMIT).map(lambda b: b.replace(b"\n", b"")), st.lists(st.integers(0, 10_000), max_size=30))
-    def test_any_chunking_echoes_every_complete_line_in_order(self, sent, tail, cuts):
-        """However the bytes are chunked, exactly the complete lines come back, in order, unchanged."""
-        protocol, transport = echo_protocol()
+    @given(lines, st.binary(max_size=LIMIT).map(lambda b: b.replace(b"\n", b"")), st.lists(st.integers(0, 10_000), max_size=30), st.booleans())
+    def test_any_chunking_echoes_every_complete_line_in_order(self, sent, tail, cuts, views):
+        """However the bytes are chunked, as bytes or as views of a reused buffer, exactly the complete lines come back, in order, unchanged."""
+        protocol, transport = echo_protocol(views=views)
         data = b"".join(sent) + tail
         for piece in chunked(data, cuts):
-            protocol.dataReceived(piece)
+            feed(protocol, piece, views)
         self.assertEqual(transport.value(), b"".join(sent))
         self.assertEqual(protocol.lines, len(sent))
         self.assertFalse(transport.disconnecting)
 
     @settings(max_examples=200, deadline=None)
-    @given(lines, st.integers(LIMIT + 1, 3 * LIMIT), st.lists(st.integers(0, 10_000), max_size=30))
-    def test_overlong_line_after_any_chunking(self, before, length, cuts):
-        """An over-long line is answered after every earlier line, and the connection closes."""
-        protocol, transport = echo_protocol()
+    @given(lines, st.integers(LIMIT + 1, 3 * LIMIT), st.lists(st.integers(0, 10_000), max_size=30), st.booleans())
+    def test_overlong_line_after_any_chunking(self, before, length, cuts, views):
+        """An over-long line is answered after every earlier line, and the connection closes (bytes or views)."""
+        protocol, transport = echo_protocol(views=views)
         data = b"".join(before) + b"x" * length + b"\n" + b"after\n"
         for piece in chunked(data, cuts):
-            protocol.dataReceived(piece)
+            feed(protocol, piece, views)
         expected = b"".join(before) + b"ERROR line too long: the limit is %d bytes\n" % LIMIT
         self.assertEqual(transport.value(), expected)
         self.assertTrue(transport.disconnecting)

@@ -20,8 +20,14 @@ from twisted_mtls import certbuilder, pki as pki_tool
 from twisted_mtls.errors import ConfigError
 from twisted_mtls.material import ServerMaterial, load_server_material
 from twisted_mtls.policy import Policy
-from twisted_mtls.tickets import TICKET_KEY_SIZE, parse_ticket_key, ticket_keys
-from twisted_mtls.tls import server_context
+from twisted_mtls.tickets import (
+    TICKET_KEY_SIZE,
+    hidden_function,
+    parse_ticket_key,
+    set_ticket_count,
+    ticket_keys,
+)
+from twisted_mtls.tls import TICKETS_PER_HANDSHAKE, server_context
 
 from .support import TestCase, make_folder, pki, server_config, write_issued
 
@@ -218,3 +224,27 @@ class KeyFileTests(TestCase):
         with self.assertRaises(ConfigError) as raised:
             load_server_material(server_config(session_ticket_key_file=str(path)))
         self.assertIn("cannot read", raised.exception.message)
+
+
+class TicketCountTests(TestCase):
+    def test_one_ticket_per_handshake(self) -> None:
+        """A server context issues one TLS 1.3 ticket per full handshake, and a client resumes with it."""
+        count = hidden_function("SSL_CTX_get_num_tickets")
+        if isinstance(count, str):
+            self.skipTest(f"the ticket count cannot be read: {count}")
+        context = server_context(material())
+        self.assertEqual(count(context._context), TICKETS_PER_HANDSHAKE)
+        self.assertEqual(TICKETS_PER_HANDSHAKE, 1)
+        peer = client("1.3")
+        _, session = handshake(context, peer)
+        self.assertTrue(handshake(context, peer, session)[0])
+
+    def test_ticket_count_needs_a_working_lookup(self) -> None:
+        """Setting the ticket count reports whether it took effect on the context."""
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        settable = set_ticket_count(context, 3)
+        count = hidden_function("SSL_CTX_get_num_tickets")
+        if settable:
+            self.assertEqual(count(context._context), 3)
+        else:  # nothing was called: OpenSSL's default stands
+            self.assertTrue(isinstance(count, str) or count(context._context) == 2)

@@ -19,7 +19,10 @@ It is also Twisted's TLS with the per-connection and per-read Python work
 cut down (see BENCHMARKS.md): TCP_NODELAY on TCP connections; the wrapped
 transport's interfaces declared once per transport type, not re-declared
 one by one on every connection; all the application data that one read
-decrypts delivered in one C{dataReceived}; what the protocol writes while
+decrypts delivered in one C{dataReceived} (collected in a reused buffer, and
+handed on as a view to a protocol that says it takes one); writes of 16 KiB
+or more encrypted at once, not copied; TLS records sent on the socket at
+once when nothing is queued; what the protocol writes while
 handling a read sent at the end of that read (not one reactor turn later
 through a C{callLater(0)}); and the TLS records of a write taken from
 OpenSSL in large chunks.
@@ -35,6 +38,7 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol
+from twisted.internet.tcp import Server
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import (
     BufferingTLSTransport,
@@ -48,6 +52,13 @@ from zope.interface import Declaration, directlyProvides, implementer, providedB
 # most 16 KiB, per call) and largest chunk of TLS records read back from it.
 RECV_SIZE = 2**16
 SEND_BIO_SIZE = 2**18
+# Plaintext of one read is collected in a reused buffer of this size (a TCP
+# read is at most 64 KiB); it is handed on when less than a record fits.
+SCRATCH_SIZE = 2**17
+# Writes at least this large go to OpenSSL at once, not copied and held.
+BULK_WRITE = 2**14
+
+_scratches: list[bytearray] = []  # buffers not in use (reads can nest)
 
 # (interfaces of the transport, half-closeable protocol?) -> our declaration
 _declarations: dict = {}
@@ -67,6 +78,30 @@ def _declaration(transport, halfCloseable: bool) -> Declaration:
     return declaration
 
 
+def send_now(transport, data: bytes) -> None:
+    """
+    Write C{data} to C{transport}: to a TCP socket with nothing queued,
+    straight away as far as the socket takes it (Twisted's write waits for
+    the next reactor turn, with two C{epoll_ctl} calls), the rest queued.
+    """
+    if (
+        type(transport) is not Server
+        or transport._tempDataLen
+        or transport.offset != len(transport.dataBuffer)
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+    ):
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except OSError:  # EAGAIN, or an error Twisted reports on its own write
+        sent = 0
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
 class _ReadTurnAggregator(_AggregateSmallWrites):
     """
     Twisted's small-write aggregator, except that while C{holding} (during a
@@ -75,10 +110,15 @@ class _ReadTurnAggregator(_AggregateSmallWrites):
 
     holding = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
+        if len(data) >= BULK_WRITE:  # encrypted now: no copy, nothing held
+            self.flush()
+            self._write(data)
+            return
+        data = bytes(data)  # a copy unless it is bytes already
         if not self.holding:
             return super().write(data)
-        self._buffer.append(data + b"")
+        self._buffer.append(data)
         self._bufferLeft -= len(data)
         if self._bufferLeft < 0:
             self.flush()
@@ -124,35 +164,46 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
             aggregator.flush()
 
     def _flushReceiveBIO(self) -> None:
-        chunks: list[bytes] = []
-        while not self._lostTLSConnection and not self.readClosed:
-            try:
-                chunks.append(self._tlsConnection.recv(RECV_SIZE))
-            except WantReadError:
-                break
-            except ZeroReturnError:
-                self._deliver(chunks)
-                if self._halfCloseable:
-                    self._peerClosedWriting()
-                else:
-                    self._shutdownTLS()
-                    self._tlsShutdownFinished(None)
-            except Error:
-                failure = Failure()
-                self._deliver(chunks)
-                self._tlsShutdownFinished(failure)
-        self._deliver(chunks)
+        scratch = _scratches.pop() if _scratches else bytearray(SCRATCH_SIZE)
+        view = memoryview(scratch)
+        filled = 0
+        try:
+            while not self._lostTLSConnection and not self.readClosed:
+                if SCRATCH_SIZE - filled < 2**14:
+                    filled = self._deliver(view, filled)
+                try:
+                    filled += self._tlsConnection.recv_into(view[filled:], RECV_SIZE)
+                except WantReadError:
+                    break
+                except ZeroReturnError:
+                    filled = self._deliver(view, filled)
+                    if self._halfCloseable:
+                        self._peerClosedWriting()
+                    else:
+                        self._shutdownTLS()
+                        self._tlsShutdownFinished(None)
+                except Error:
+                    failure = Failure()
+                    filled = self._deliver(view, filled)
+                    self._tlsShutdownFinished(failure)
+            self._deliver(view, filled)
+        finally:
+            _scratches.append(scratch)
         if self._tlsConnection is not None:
             self._flushSendBIO()
 
-    def _deliver(self, chunks: list[bytes]) -> None:
+    def _deliver(self, view: memoryview, length: int) -> int:
         """
-        Hand the decrypted C{chunks} to the protocol in one call, and forget them.
+        Hand the first C{length} decrypted bytes in C{view} to the protocol
+        in one call (as a view, valid during the call, to a protocol whose
+        C{acceptsMemoryViews} is true; else as bytes); return 0.
         """
-        if chunks and not self._aborted:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if length and not self._aborted:
+            data = view[:length]
+            if not getattr(self.wrappedProtocol, "acceptsMemoryViews", False):
+                data = data.tobytes()
             ProtocolWrapper.dataReceived(self, data)
-        chunks.clear()
+        return 0
 
     def _flushSendBIO(self) -> None:
         while True:
@@ -160,7 +211,7 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
                 records = self._tlsConnection.bio_read(SEND_BIO_SIZE)
             except WantReadError:
                 return
-            self.transport.write(records)
+            send_now(self.transport, records)
             if len(records) < SEND_BIO_SIZE:
                 return
 

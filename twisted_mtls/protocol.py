@@ -31,6 +31,23 @@ def describe_address(address) -> str:
     return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
 
 
+def count_newlines(data: bytes | bytearray, start: int, end: int) -> int:
+    """
+    Return how many newlines C{data[start:end]} holds (it ends with one).
+    """
+    # bytes.count scans about a byte a cycle; find is memchr: for long lines
+    # a few finds are much cheaper, for short ones count the rest.
+    count, at = 0, start
+    for _ in range(16):
+        at = data.find(b"\n", at, end) + 1
+        if not at:
+            return count
+        count += 1
+        if at >= end:
+            return count
+    return count + data.count(b"\n", at, end)
+
+
 @implementer(IHandshakeListener, IPeerRejectionListener, IPeerVerifiedListener, IPushProducer)
 class MTLSProtocol(Protocol, TimeoutMixin):
     """
@@ -236,24 +253,60 @@ class LineEcho(MTLSProtocol, LineReceiver):
     def peerAuthenticated(self, identity: PeerIdentity) -> None:
         self._startFlowControl()
 
-    def dataReceived(self, data: bytes) -> None:
+    # The TLS layer may pass a view of its read buffer: nothing keeps it.
+    acceptsMemoryViews = True
+
+    def dataReceived(self, data: bytes | memoryview) -> None:
         if self.closing:
             return
         self.resetTimeout()
         self.bytesIn += len(data)
-        if self._buffer:
-            data = self._buffer + data
-        end = data.rfind(b"\n") + 1
-        complete, rest = data[:end], data[end:]
-        if end - 1 > self.MAX_LENGTH:
-            complete, rest = self._upToLongLine(complete, rest)
+        # our TLS layer hands on views of its buffer (starting at its start)
+        # and takes views to write; any other transport, bytes
+        views = type(data) is memoryview
+        text, start, stop = (data.obj if views else data), 0, len(data)
+        if self._buffer:  # a line straddles reads: complete it alone
+            first = text.find(b"\n", 0, stop) + 1
+            self._buffer += data[: first or stop]
+            if not first:
+                self._checkRest(self._buffer)
+                return
+            pending, self._buffer = self._buffer, b""
+            if self._echo(pending, 0, len(pending), views):
+                return
+            start = first
+        self._echo(text, start, stop, views)
+
+    def _echo(self, text: bytes | bytearray, start: int, stop: int, views: bool) -> bool:
+        """
+        Echo the complete lines of C{text[start:stop]} (as a view when
+        C{views}), keep the rest; return whether the connection is closing.
+        """
+        end = text.rfind(b"\n", start, stop) + 1 or start
+        if end - start - 1 > self.MAX_LENGTH:
+            whole = bytes(text[start:stop])
+            complete, rest = self._upToLongLine(whole[: end - start], whole[end - start :])
+            rest = bytearray(rest)
+            end = start + len(complete)
+        else:
+            with memoryview(text) as view:
+                complete, rest = view[start:end], bytearray(view[end:stop])
+            if not views:
+                complete = complete.tobytes()
         self._buffer = rest
         if complete:
-            self.lines += complete.count(b"\n")
+            self.lines += count_newlines(text, start, end)
             self.bytesOut += len(complete)
             self.transport.write(complete)
+        return self._checkRest(rest)
+
+    def _checkRest(self, rest: bytearray | bytes) -> bool:
+        """
+        Refuse an incomplete line already too long; return whether closing.
+        """
         if len(rest) - rest.endswith(b"\r") > self.MAX_LENGTH:
             self.lineLengthExceeded(rest)
+        return self.closing
 
     def _upToLongLine(self, complete: bytes, rest: bytes) -> tuple[bytes, bytes]:
         """

@@ -12,6 +12,10 @@ check that a key set on a scratch context reads back the same.
 If anything does not check out, nothing is called: L{TicketKeys.available}
 is false, one warning says why, and each context keeps OpenSSL's own
 random per-context keys.
+
+The same lookup finds C{SSL_CTX_set_num_tickets} (a function pyOpenSSL does
+not bind): contexts issue one TLS 1.3 ticket per full handshake instead of
+OpenSSL's two, checked on a scratch context first in the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +39,12 @@ TICKET_KEY_SIZE = 80
 SSL_CTRL_GET_TLSEXT_TICKET_KEYS = 58
 SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
 _KNOWN = ("SSL_CTX_set_options", "SSL_CTX_get_options")
-_WANTED = "SSL_CTX_ctrl"
+# The functions we call that pyOpenSSL does not bind, with their C types.
+HIDDEN = {
+    "SSL_CTX_ctrl": "long (*)(SSL_CTX *, int, long, void *)",
+    "SSL_CTX_set_num_tickets": "int (*)(SSL_CTX *, size_t)",
+    "SSL_CTX_get_num_tickets": "size_t (*)(SSL_CTX *)",
+}
 _SHT_SYMTAB, _STT_FUNC = 2, 2
 
 
@@ -73,10 +82,11 @@ def elf_function_offsets(path: str, names: tuple[str, ...]) -> dict[str, int]:
     return {name: values[0] for name, values in found.items() if len(set(values)) == 1}
 
 
-def _find_ctrl():
+def _find_functions(wanted: dict[str, str]):
     """
-    Return C{SSL_CTX_ctrl} as a cffi function pointer, or a string saying
-    why it cannot be found safely.
+    Return those of OpenSSL's hidden functions named as C{wanted}'s keys
+    that the symbol table names, as cffi function pointers of the C types
+    its values name, or a string saying why none can be found safely.
     """
     if sys.byteorder != "little" or ffi.sizeof("void *") != 8:
         return "not a 64-bit little-endian platform"
@@ -85,19 +95,40 @@ def _find_ctrl():
     raw_lib = getattr(lib, "_original_lib", lib)
     wrappers = tuple("_cffi_d_" + name for name in _KNOWN)
     try:
-        offsets = elf_function_offsets(_rust.__file__, (*_KNOWN, *wrappers, _WANTED))
+        offsets = elf_function_offsets(_rust.__file__, (*_KNOWN, *wrappers, *wanted))
         runtime = [int(ffi.cast("uintptr_t", ffi.addressof(raw_lib, n))) for n in _KNOWN]
     except (OSError, ValueError, struct.error, AttributeError, TypeError) as e:
         return f"cannot read {_rust.__file__}'s symbols: {e}"
-    if _WANTED not in offsets:
-        return f"{_rust.__file__} has no symbol table naming {_WANTED}"
     for names in (wrappers, _KNOWN):  # what cffi's addressof points at
         if all(n in offsets for n in names):
             bases = {address - offsets[n] for address, n in zip(runtime, names)}
             if len(bases) == 1 and not min(bases) % 4096:
-                address = bases.pop() + offsets[_WANTED]
-                return ffi.cast("long (*)(SSL_CTX *, int, long, void *)", address)
+                base = bases.pop()
+                return {
+                    n: ffi.cast(ctype, base + offsets[n]) for n, ctype in wanted.items() if n in offsets
+                }
     return f"{_rust.__file__}'s symbol table does not match the loaded library"
+
+
+_found: dict | str | None = None
+
+
+def hidden_function(name: str):
+    """
+    Return the hidden OpenSSL function C{name} (one of L{HIDDEN}) as a cffi
+    function pointer, or a string saying why it cannot be used safely
+    (the symbol table is read once, for all of them).
+    """
+    global _found
+    if _found is None:
+        _found = _find_functions(HIDDEN)
+    if isinstance(_found, str):
+        return _found
+    if name not in _found:
+        from cryptography.hazmat.bindings import _rust
+
+        return f"{_rust.__file__} has no symbol table naming {name}"
+    return _found[name]
 
 
 class TicketKeys:
@@ -107,7 +138,7 @@ class TicketKeys:
     """
 
     def __init__(self) -> None:
-        found = _find_ctrl()
+        found = hidden_function("SSL_CTX_ctrl")
         self.problem = found if isinstance(found, str) else None
         self._ctrl = None if self.problem else found
         self._warned = False
@@ -159,6 +190,29 @@ class TicketKeys:
         if not self._call(context, SSL_CTRL_SET_TLSEXT_TICKET_KEYS, key):
             return False
         return self.get(context) == key
+
+
+_ticketCountSettable: bool | None = None
+
+
+def set_ticket_count(context: SSL.Context, count: int) -> bool:
+    """
+    Make C{context} issue C{count} TLS 1.3 session tickets after a full
+    handshake (OpenSSL's default is two); return whether it does. Nothing
+    is called unless a scratch context first reads back OpenSSL's default
+    and then the count set on it.
+    """
+    global _ticketCountSettable
+    setter = hidden_function("SSL_CTX_set_num_tickets")
+    getter = hidden_function("SSL_CTX_get_num_tickets")
+    if isinstance(setter, str) or isinstance(getter, str):
+        return False
+    if _ticketCountSettable is None:
+        scratch = SSL.Context(SSL.TLS_SERVER_METHOD)._context
+        _ticketCountSettable = getter(scratch) == 2 and setter(scratch, 1) == 1 and getter(scratch) == 1
+    if not _ticketCountSettable:
+        return False
+    return setter(context._context, count) == 1 and getter(context._context) == count
 
 
 _keys: TicketKeys | None = None

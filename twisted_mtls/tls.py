@@ -44,6 +44,10 @@ TLS12_CIPHERS = b":".join(
 )
 TLS13_CIPHERSUITES = b"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
+# TLS 1.3 session tickets sent after a full handshake: a client resumes
+# with one; OpenSSL's default of two costs a second ticket's encryption.
+TICKETS_PER_HANDSHAKE = 1
+
 VERIFY_MODE = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
 
 TLS_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
@@ -224,9 +228,12 @@ def server_context(
     context.set_session_id(session_context_id(material, rules, revocations.digest()))
     if not session_tickets:
         context.set_options(SSL.OP_NO_TICKET)
-    elif ticket_key is not None:
-        from .tickets import ticket_keys
+        return context
+    from .tickets import set_ticket_count, ticket_keys
 
+    # One ticket per full handshake instead of two (see BENCHMARKS.md).
+    set_ticket_count(context, TICKETS_PER_HANDSHAKE)
+    if ticket_key is not None:
         ticket_keys().set(context, ticket_key)
     return context
 
