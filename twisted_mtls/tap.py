@@ -81,7 +81,13 @@ class DaemonService(MultiService):
 
         super().startService()
         if worker_number() is None:  # the process systemd started
-            notify(f"READY=1\nSTATUS=serving, pid {os.getpid()}\nMAINPID={os.getpid()}")
+            from twisted.internet import reactor
+
+            # Once running, after SignalShutdown installed its handlers, so
+            # that a stop right after READY=1 is already graceful.
+            reactor.callWhenRunning(
+                notify, f"READY=1\nSTATUS=serving, pid {os.getpid()}\nMAINPID={os.getpid()}"
+            )
 
     def stopService(self):
         from .sdnotify import notify
