@@ -14,6 +14,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from .identity import PeerIdentity
+from .memory import MemoryReleaser
 from .reasons import describe_tls_failure
 from .stats import ConnectionStats
 from .tls import IPeerRejectionListener, IPeerVerifiedListener
@@ -341,8 +342,12 @@ class MTLSFactory(Factory):
         self.clock = clock
         self.active: set[MTLSProtocol] = set()
         self.stats = ConnectionStats()
+        self.memory = MemoryReleaser(clock, self.active.__len__)
         self._refusedUnlogged = 0
         self._refusalLoggedAt = float("-inf")
+
+    def stopFactory(self) -> None:
+        self.memory.stop()
 
     def connectionOpened(self, protocol: MTLSProtocol) -> None:
         """
@@ -350,12 +355,14 @@ class MTLSFactory(Factory):
         """
         self.active.add(protocol)
         self.stats.accepted += 1
+        self.memory.opened()
 
     def connectionEnded(self, protocol: MTLSProtocol) -> None:
         """
         Count C{protocol}'s connection as closed.
         """
         self.active.discard(protocol)
+        self.memory.closed()
 
     def full(self) -> bool:
         """

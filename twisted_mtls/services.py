@@ -109,6 +109,7 @@ class UserServiceFactory(MTLSFactory):
         self.userFactory.doStart()
 
     def stopFactory(self) -> None:
+        super().stopFactory()
         self.userFactory.doStop()
 
 
