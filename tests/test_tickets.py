@@ -178,6 +178,21 @@ class TicketKeyTests(TestCase):
             with self.assertRaises((SSL.Error, ssl.SSLError)):
                 handshake(alice_revoked, peer, session)
 
+    def test_verify_depth_change_refuses_resumption(self) -> None:
+        """After verify_depth is lowered, a session made through two intermediates is not resumed: the client is refused."""
+        key = os.urandom(TICKET_KEY_SIZE)
+        first = certbuilder.make_ca("First CA", issuer=pki().ca)
+        far = certbuilder.make_client(certbuilder.make_ca("Second CA", issuer=first), "far")
+        for version in VERSIONS:
+            peer = client(version, far)
+            before = server_context(material(), verify_depth=4, ticket_key=key)
+            resumed, session = handshake(before, peer)
+            self.assertFalse(resumed)
+            self.assertTrue(handshake(before, peer, session)[0], version)
+            shallow = server_context(material(), verify_depth=1, ticket_key=key)
+            with self.assertRaises((SSL.Error, ssl.SSLError)):
+                handshake(shallow, peer, session)
+
     def test_tickets_off(self) -> None:
         """With session_tickets off no ticket is issued, so another context cannot resume."""
         key = os.urandom(TICKET_KEY_SIZE)

@@ -213,7 +213,7 @@ def server_context(
     one of C{material.client_cas}, not revoked by C{material.crls} and
     allowed by C{policy}; it issues session tickets (encrypted with
     C{ticket_key} when given and settable) unless C{session_tickets} is false.
-    A session resumes only under the same CAs, policy and CRLs.
+    A session resumes only under the same CAs, policy, CRLs and verify depth.
     """
     revocations = Revocations(material.crls, crl_stale)
     context = base_context(SSL.TLS_SERVER_METHOD, min_version)
@@ -225,7 +225,8 @@ def server_context(
     context.set_verify(VERIFY_MODE, verify or client_verifier(policy, revocations))
     context.set_verify_depth(verify_depth)
     rules = policy.digest() if policy is not None else b""
-    context.set_session_id(session_context_id(material, rules, revocations.digest()))
+    depth = verify_depth.to_bytes(4, "big")  # a session never resumes past a lower limit
+    context.set_session_id(session_context_id(material, rules, revocations.digest(), depth))
     if not session_tickets:
         context.set_options(SSL.OP_NO_TICKET)
         return context
