@@ -125,17 +125,14 @@ def client_verifier(
         if ok and depth:  # an intermediate or CA that OpenSSL accepted
             return True
         certificate = cert.to_cryptography()
-        problem = None
-        if not ok:
-            if revocations is not None and revocations.tolerates(code, certificate):
+        try:
+            if not ok and revocations is not None and revocations.tolerates(code, certificate):
                 return True
-            problem = (revocations and revocations.explain(code, certificate, depth)) or (
-                describe_verify_error(code, certificate, depth, "client")
-            )
-        elif depth == 0 and is_ca(certificate):
-            problem = "a CA certificate (basicConstraints CA:TRUE) is not a client certificate"
-        elif depth == 0 and policy is not None:
-            problem = policy.check(PeerIdentity.from_certificate(certificate))
+            problem = _client_problem(certificate, code, depth, ok, policy, revocations)
+        except ValueError as e:
+            # OpenSSL accepted what cryptography cannot parse (e.g. a SAN IP
+            # address of 5 bytes): refuse it in words, not with a traceback.
+            problem = f"the certificate cannot be read: its extensions are malformed ({e})"
         if problem:
             tell_rejection(conn, problem)
         elif depth == 0:
@@ -145,7 +142,26 @@ def client_verifier(
     return verify
 
 
-_verify_client = client_verifier()
+def _client_problem(
+    certificate: x509.Certificate,
+    code: int,
+    depth: int,
+    ok: int,
+    policy: Policy | None,
+    revocations: Revocations | None,
+) -> str | None:
+    """
+    Return why the client's C{certificate} at C{depth} is refused, or L{None}.
+    """
+    if not ok:
+        return (revocations and revocations.explain(code, certificate, depth)) or (
+            describe_verify_error(code, certificate, depth, "client")
+        )
+    if depth == 0 and is_ca(certificate):
+        return "a CA certificate (basicConstraints CA:TRUE) is not a client certificate"
+    if depth == 0 and policy is not None:
+        return policy.check(PeerIdentity.from_certificate(certificate))
+    return None
 
 
 def base_context(method: int, min_version: str) -> SSL.Context:
