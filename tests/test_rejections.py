@@ -154,3 +154,54 @@ class RejectionTests(_Rejection):
         await raw_talk(service, raw_context(certbuilder.make_client(other, "m")), [b"x\n"])
         outcome = await talk(client_config(service), b"after")
         self.assertEqual(outcome.output, b"after\n")
+
+
+def _unreadable_san_client() -> Issued:
+    """
+    A client certificate from the test CA whose SAN holds a 5-byte IP
+    address: OpenSSL accepts it, C{cryptography} cannot read its extensions.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtensionOID, NameOID
+
+    ca, key = pki().ca, certbuilder.new_key()
+    san = bytes([0x30, 7, 0x87, 5, 1, 2, 3, 4, 5])  # SEQUENCE { [7] 5 bytes }
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_NOW - timedelta(days=1))
+        .not_valid_after(_NOW + timedelta(days=5))
+        .add_extension(x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, san), False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Issued(certificate, key, ())
+
+
+class UnreadableCertificateTests(TestCase):
+    @inline
+    async def test_unreadable_extensions_refused_in_plain_words(self):
+        """A certificate OpenSSL verifies but whose extensions cannot be read is refused with one plain reason, no traceback, and the server goes on serving."""
+        odd = _unreadable_san_client()
+        for version in ("1.2", "1.3"):
+            for settings in ({}, {"allow_cn": "odd, alice"}):
+                events = LogEvents(self)
+                service = start_server(self, server_config(**settings))
+                outcome = await raw_talk(
+                    service,
+                    raw_context(odd, min_version=VERSIONS[version], max_version=VERSIONS[version]),
+                    [b"x\n"],
+                )
+                self.assertEqual(outcome.received, b"", (version, settings))
+                failed = await events.first("handshake_failed")
+                self.assertEqual(
+                    failed["reason"],
+                    "the certificate cannot be read: its extensions are malformed "
+                    "(b'\\x01\\x02' does not appear to be an IPv4 or IPv6 address)",
+                )
+                self.assertEqual(service.factory.stats.handshakeFailures.get("other"), 1)
+                self.assertEqual((await talk(client_config(service), b"after")).output, b"after\n")

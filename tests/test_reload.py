@@ -232,3 +232,21 @@ class ConfigReloadTests(TestCase):
         failed = await events.first("reload_failed")
         self.assertIn("[server] max_line_length", failed["reason"])
         self.assertIsNone((await talk(client_config(service))).failure)
+
+    @inline
+    async def test_file_named_by_failed_reload_is_watched(self):
+        """After a reload fails because the edited configuration names a file not there yet, creating that file reloads."""
+        p = pki()
+        folder = make_folder(self).resolve()
+        text = (
+            "[server]\nlisten = tcp:0:interface=127.0.0.1\n"
+            f"private_key = {p.folder / 'server.key'}\nclient_ca = {p.folder / 'ca.pem'}\n"
+        )
+        service, watcher, path = self.serve_file(text + f"certificate = {p.folder / 'server.pem'}\n")
+        path.write_text(text + f"certificate = {folder / 'renewed.pem'}\n")
+        self.assertFalse(watcher.poll())
+        self.assertIsNone(watcher.poll())
+        certbuilder.write_pem(folder / "renewed.pem", pki().server.pem())
+        self.assertTrue(watcher.poll())
+        self.assertEqual(service.config.certificate, folder / "renewed.pem")
+        self.assertIsNone(watcher.poll())

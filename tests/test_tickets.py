@@ -26,6 +26,7 @@ from twisted_mtls.tickets import (
     parse_ticket_key,
     set_ticket_count,
     ticket_keys,
+    write_ticket_key,
 )
 from twisted_mtls.tls import TICKETS_PER_HANDSHAKE, server_context
 
@@ -178,6 +179,21 @@ class TicketKeyTests(TestCase):
             with self.assertRaises((SSL.Error, ssl.SSLError)):
                 handshake(alice_revoked, peer, session)
 
+    def test_verify_depth_change_refuses_resumption(self) -> None:
+        """After verify_depth is lowered, a session made through two intermediates is not resumed: the client is refused."""
+        key = os.urandom(TICKET_KEY_SIZE)
+        first = certbuilder.make_ca("First CA", issuer=pki().ca)
+        far = certbuilder.make_client(certbuilder.make_ca("Second CA", issuer=first), "far")
+        for version in VERSIONS:
+            peer = client(version, far)
+            before = server_context(material(), verify_depth=4, ticket_key=key)
+            resumed, session = handshake(before, peer)
+            self.assertFalse(resumed)
+            self.assertTrue(handshake(before, peer, session)[0], version)
+            shallow = server_context(material(), verify_depth=1, ticket_key=key)
+            with self.assertRaises((SSL.Error, ssl.SSLError)):
+                handshake(shallow, peer, session)
+
     def test_tickets_off(self) -> None:
         """With session_tickets off no ticket is issued, so another context cannot resume."""
         key = os.urandom(TICKET_KEY_SIZE)
@@ -195,6 +211,16 @@ class KeyFileTests(TestCase):
         with redirect_stdout(io.StringIO()) as out:
             self.assertEqual(pki_tool.main(["ticket-key", str(path)]), 0)
         self.assertIn("wrote a new session ticket key", out.getvalue())
+        self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
+        self.assertEqual(len(base64.b64decode(path.read_bytes())), TICKET_KEY_SIZE)
+
+    def test_key_file_private_over_stale_temporary(self) -> None:
+        """A new ticket key is mode 0600 even when a readable temporary file was left from an earlier run."""
+        path = make_folder(self) / "ticket.key"
+        stale = path.with_name(path.name + ".tmp")
+        stale.write_bytes(b"left over")
+        stale.chmod(0o644)
+        write_ticket_key(path)
         self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
         self.assertEqual(len(base64.b64decode(path.read_bytes())), TICKET_KEY_SIZE)
 

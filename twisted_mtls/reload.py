@@ -78,6 +78,10 @@ class MaterialWatcher(Service):
         self.loadConfig = loadConfig
         self.clock = service.reactor
         self.handleSignals = handleSignals
+        # The configuration whose files are watched: the last one read, even
+        # when its material failed to load, so that a file it names but
+        # that is not there yet is watched.
+        self.watched = service.config
         self.seen = self.digest()
         self.lastSuccess = self.clock.seconds()  # the service loaded it
 
@@ -85,7 +89,7 @@ class MaterialWatcher(Service):
         """
         Return the digest of the configuration file and the files it names.
         """
-        settings = self.service.config
+        settings = self.watched
         own = [settings.source.file] if self.loadConfig and settings.source.file else []
         return content_digest(own + config.file_paths(settings))
 
@@ -128,6 +132,9 @@ class MaterialWatcher(Service):
         self.seen = self.digest()
         try:
             settings = self.settings()
+            # What is loaded next is what this digest saw (or newer).
+            self.watched = settings
+            self.seen = self.digest()
             material = load_server_material(settings)
             context = self.service.context_for(material, settings)
         except (ConfigError, SSL.Error, ValueError) as e:
@@ -140,7 +147,6 @@ class MaterialWatcher(Service):
             )
             return False
         self.service.serve(settings, material, context)
-        self.seen = self.digest()
         self.ok += 1
         self.lastSuccess = self.clock.seconds()
         leaf = material.chain[0]

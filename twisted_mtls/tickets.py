@@ -24,6 +24,7 @@ import base64
 import os
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 from OpenSSL import SSL
@@ -271,8 +272,14 @@ def write_ticket_key(path: Path) -> None:
     Write a new random ticket key (base64) to C{path}, readable by its owner only.
     """
     text = base64.b64encode(os.urandom(TICKET_KEY_SIZE)) + b"\n"
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(text)
-    os.replace(tmp, path)  # rotation: readers see the old key or the new one
+    # A new file (mode 0600, O_EXCL): never one left behind with other modes.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # rotation: readers see the old key or the new one
+    except BaseException:
+        os.unlink(tmp)
+        raise

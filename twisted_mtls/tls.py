@@ -125,17 +125,14 @@ def client_verifier(
         if ok and depth:  # an intermediate or CA that OpenSSL accepted
             return True
         certificate = cert.to_cryptography()
-        problem = None
-        if not ok:
-            if revocations is not None and revocations.tolerates(code, certificate):
+        try:
+            if not ok and revocations is not None and revocations.tolerates(code, certificate):
                 return True
-            problem = (revocations and revocations.explain(code, certificate, depth)) or (
-                describe_verify_error(code, certificate, depth, "client")
-            )
-        elif depth == 0 and is_ca(certificate):
-            problem = "a CA certificate (basicConstraints CA:TRUE) is not a client certificate"
-        elif depth == 0 and policy is not None:
-            problem = policy.check(PeerIdentity.from_certificate(certificate))
+            problem = _client_problem(certificate, code, depth, ok, policy, revocations)
+        except ValueError as e:
+            # OpenSSL accepted what cryptography cannot parse (e.g. a SAN IP
+            # address of 5 bytes): refuse it in words, not with a traceback.
+            problem = f"the certificate cannot be read: its extensions are malformed ({e})"
         if problem:
             tell_rejection(conn, problem)
         elif depth == 0:
@@ -145,7 +142,26 @@ def client_verifier(
     return verify
 
 
-_verify_client = client_verifier()
+def _client_problem(
+    certificate: x509.Certificate,
+    code: int,
+    depth: int,
+    ok: int,
+    policy: Policy | None,
+    revocations: Revocations | None,
+) -> str | None:
+    """
+    Return why the client's C{certificate} at C{depth} is refused, or L{None}.
+    """
+    if not ok:
+        return (revocations and revocations.explain(code, certificate, depth)) or (
+            describe_verify_error(code, certificate, depth, "client")
+        )
+    if depth == 0 and is_ca(certificate):
+        return "a CA certificate (basicConstraints CA:TRUE) is not a client certificate"
+    if depth == 0 and policy is not None:
+        return policy.check(PeerIdentity.from_certificate(certificate))
+    return None
 
 
 def base_context(method: int, min_version: str) -> SSL.Context:
@@ -213,7 +229,7 @@ def server_context(
     one of C{material.client_cas}, not revoked by C{material.crls} and
     allowed by C{policy}; it issues session tickets (encrypted with
     C{ticket_key} when given and settable) unless C{session_tickets} is false.
-    A session resumes only under the same CAs, policy and CRLs.
+    A session resumes only under the same CAs, policy, CRLs and verify depth.
     """
     revocations = Revocations(material.crls, crl_stale)
     context = base_context(SSL.TLS_SERVER_METHOD, min_version)
@@ -225,7 +241,8 @@ def server_context(
     context.set_verify(VERIFY_MODE, verify or client_verifier(policy, revocations))
     context.set_verify_depth(verify_depth)
     rules = policy.digest() if policy is not None else b""
-    context.set_session_id(session_context_id(material, rules, revocations.digest()))
+    depth = verify_depth.to_bytes(4, "big")  # a session never resumes past a lower limit
+    context.set_session_id(session_context_id(material, rules, revocations.digest(), depth))
     if not session_tickets:
         context.set_options(SSL.OP_NO_TICKET)
         return context
