@@ -62,3 +62,21 @@ class ShutdownTests(TestCase):
         report = await events.first("shutdown")
         self.assertEqual((report["clean"], report["timed_out"]), (0, 1))
         self.assertEqual(served(service), [])
+
+    @inline
+    async def test_zero_timeout_counts_each_connection_once(self):
+        """With shutdown_timeout = 0 a handshaking connection counts as aborted during its handshake only, never also as timed out."""
+        from twisted.internet import endpoints
+        from twisted.internet.protocol import Factory, Protocol
+
+        from .support import port_of
+
+        events = LogEvents(self)
+        service = start_server(self, server_config(shutdown_timeout="0"))
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port_of(service))
+        silent = await endpoint.connect(Factory.forProtocol(Protocol))  # never says hello
+        self.addCleanup(silent.transport.abortConnection)
+        await eventually(lambda: len(service.factory.active) == 1)
+        await service.stopService()
+        report = await events.first("shutdown")
+        self.assertEqual((report["clean"], report["handshaking"], report["timed_out"]), (0, 1, 0))

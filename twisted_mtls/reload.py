@@ -49,6 +49,8 @@ RESTART_KEYS = (
     "unsafe_target",
     "proxy_protocol",
     "proxy_from",
+    "workers",
+    "reload_interval",
 )
 
 

@@ -105,6 +105,8 @@ class MTLSService(Service):
         self.config = self.factory.config = settings
         self.material = material
         self.creator.context = context
+        if self.proxyFactory is not None:
+            self.proxyFactory.timeout = settings.handshake_timeout
 
     def listen(self):
         """

@@ -43,8 +43,8 @@ async def drain(factory, clock, timeout: float, step: float = 0.05) -> ShutdownR
     while factory.active and waited < timeout:
         await task.deferLater(clock, min(step, timeout - waited), lambda: None)
         waited += step
-    stuck = list(factory.active)
-    for protocol in stuck:
+    stuck = [p for p in factory.active if p in served]
+    for protocol in list(factory.active):
         protocol.closeBecause("still open after shutdown_timeout", abort=True)
     for _ in range(100):  # an abort completes within a reactor iteration or two
         if not factory.active:
