@@ -23,6 +23,7 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
 )
+from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from .identity import PeerIdentity
@@ -47,6 +48,8 @@ TLS13_CIPHERSUITES = b"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA2
 # TLS 1.3 session tickets sent after a full handshake: a client resumes
 # with one; OpenSSL's default of two costs a second ticket's encryption.
 TICKETS_PER_HANDSHAKE = 1
+
+_log = Logger(namespace="twisted_mtls")
 
 VERIFY_MODE = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
 
@@ -133,6 +136,9 @@ def client_verifier(
             # OpenSSL accepted what cryptography cannot parse (e.g. a SAN IP
             # address of 5 bytes): refuse it in words, not with a traceback.
             problem = f"the certificate cannot be read: its extensions are malformed ({e})"
+        except Exception as e:  # never let a check error admit or crash a handshake
+            _log.failure("checking a client certificate failed")
+            problem = f"the certificate could not be checked ({type(e).__name__}: {e})"
         if problem:
             tell_rejection(conn, problem)
         elif depth == 0:
