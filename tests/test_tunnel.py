@@ -22,6 +22,7 @@ from .support import (
     inline,
     pki,
     server_config,
+    start_plain_server,
     start_server,
 )
 from .test_forward import DigestBackend, forwarder
@@ -125,6 +126,20 @@ class TunnelTests(TestCase):
             failed["reason"],
             f"cannot connect to {settings.connect[0]}:{settings.connect[1]}: "
             "connection refused (is the server running?)",
+        )
+
+    @inline
+    async def test_tunnel_handshake_timeout(self):
+        """A server that never completes the TLS handshake closes the local connection with the client's timeout sentence."""
+        events = LogEvents(self)
+        port = start_plain_server(self)
+        settings = client_config(None, connect=f"127.0.0.1:{port}", timeout="0.5")
+        local = await start_tunnel(self, settings)
+        self.assertEqual(await through(local, b"hello\n"), b"")
+        failed = await events.first("tunnel_failed")
+        self.assertEqual(
+            failed["reason"],
+            f"cannot connect to 127.0.0.1:{port}: the TLS handshake did not complete within 0.5 s",
         )
 
     def test_listen_must_be_local(self):
