@@ -151,3 +151,13 @@ class TunnelTests(TestCase):
             "--listen", "tcp:0:interface=0.0.0.0",
         ])
         self.assertEqual(status, 2)
+
+    def test_listen_repeated_interface_must_be_local(self):
+        """--listen whose last interface= (the one Twisted binds) is not loopback is refused (exit 2)."""
+        p = pki()
+        status = main([
+            "--connect", "127.0.0.1:1", "--cert", str(p.folder / "client.pem"),
+            "--key", str(p.folder / "client.key"), "--ca", str(p.folder / "ca.pem"),
+            "--listen", "tcp:0:interface=127.0.0.1:interface=0.0.0.0",
+        ])
+        self.assertEqual(status, 2)
