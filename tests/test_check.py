@@ -77,3 +77,19 @@ class CheckTests(TestCase):
         self.assertEqual(status, 0)
         self.assertIn("less than 30 days left", report)
         self.assertIn("(1 warnings)", report)
+
+    def test_stale_crl_follows_crl_stale(self):
+        """A CRL past its nextUpdate is a warning under crl_stale = warn (the daemon starts and uses it) and a failure under reject."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        folder = make_folder(self).resolve()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        crl = certbuilder.make_crl(pki().ca, last_update=now - datetime.timedelta(days=10), days=1)
+        (folder / "crl.pem").write_bytes(crl.public_bytes(Encoding.PEM))
+        status, report = run_check(write_config(folder, crl=str(folder / "crl.pem")))
+        self.assertEqual(status, 0, report)
+        self.assertIn("warn  CRL of CN=Test Root CA is past its nextUpdate", report)
+        self.assertIn("OK: the daemon would start (1 warnings)", report)
+        status, report = run_check(write_config(folder, crl=str(folder / "crl.pem"), crl_stale="reject"))
+        self.assertEqual(status, 1, report)
+        self.assertIn("FAIL  CRL of CN=Test Root CA is past its nextUpdate", report)

@@ -8,6 +8,7 @@ import hashlib
 import os
 import time
 
+from twisted.internet import endpoints, reactor
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.web import resource, server
@@ -20,6 +21,8 @@ from .support import (
     Collector,
     EchoBackend,
     LogEvents,
+    RawClient,
+    RawCreator,
     TestCase,
     client_config,
     exchange,
@@ -27,6 +30,7 @@ from .support import (
     inline,
     listen_plain,
     pki,
+    raw_context,
     server_config,
     start_server,
     talk,
@@ -192,6 +196,29 @@ class ForwardTests(TestCase):
         got = await exchange(client_config(service), chunks)
         self.assertEqual(got.received, b"%d %s\n" % (100 << 20, digest.hexdigest().encode()))
         print(f"\n100 MB relayed in {time.monotonic() - started:.2f} s")
+
+    @inline
+    async def test_proxy_protocol_v2_non_ascii_server_name(self):
+        """A client whose SNI is not ASCII still gets its bytes forwarded after a PROXY v2 header carrying that name."""
+        from OpenSSL import SSL
+
+        class NamingCreator(RawCreator):
+            def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
+                connection = SSL.Connection(self.context, None)
+                connection.set_tlsext_host_name("café.example".encode("utf-8"))
+                return connection
+
+        ProxyHeaderBackend.headers = []
+        service = forwarder(self, Factory.forProtocol(ProxyHeaderBackend), target_proxy_protocol="v2")
+        endpoint = endpoints.wrapClientTLS(
+            NamingCreator(raw_context(pki().client)),
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", service.port.getHost().port),
+        )
+        client = RawClient([b"hello\n"], 6)
+        await endpoint.connect(Factory.forProtocol(lambda: client))
+        await client.lost.addTimeout(5, reactor)
+        self.assertEqual(client.received, b"hello\n")
+        self.assertEqual(ProxyHeaderBackend.headers[0].authority, "café.example")
 
     @inline
     async def test_proxy_protocol_v2(self):

@@ -254,6 +254,14 @@ class IssueTests(TestCase):
         self.assertEqual(run("issue-client", self.dir, "bob")[0], 1)
         self.assertEqual(run("issue-client", self.dir, "bob", "--force")[0], 0)
 
+    def test_daysBeyondTheCalendar(self) -> None:
+        """A --days too large for a certificate date is a one-line usage error (status 2) and writes nothing."""
+        status, _, err = run("issue-client", self.dir, "bob", "--days", "9999999")
+        self.assertEqual(status, 2)
+        self.assertIn("--days: expected a number of days from 1 to 36500, got '9999999'", err)
+        self.assertNotIn("Traceback", err)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "bob.pem")))
+
     def test_missingCa(self) -> None:
         """Issuing from a directory without a CA fails with one pki: line."""
         status, _, err = run("issue-client", self.mktemp(), "bob")
@@ -315,6 +323,13 @@ class RevokeTests(TestCase):
         status, _, err = run("revoke", self.dir, os.path.join(other, "client.pem"))
         self.assertEqual(status, 1)
         self.assertTrue(err.startswith("pki: "), err)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "crl.pem")))
+
+    def test_caItselfRefused(self) -> None:
+        """revoke refuses the CA's own certificate (it is not a certificate the CA issued to a peer) and writes no CRL."""
+        status, _, err = run("revoke", self.dir, os.path.join(self.dir, "ca.pem"))
+        self.assertEqual(status, 1)
+        self.assertIn("is the CA's own certificate", err)
         self.assertFalse(os.path.exists(os.path.join(self.dir, "crl.pem")))
 
     def test_unreadableCert(self) -> None:

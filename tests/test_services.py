@@ -77,3 +77,35 @@ class UserServiceTests(TestCase):
         self.assertEqual(answer["said"], "hello")
         opened = await events.first("connection_open")
         self.assertEqual(answer["fingerprint"], opened["fingerprint"])
+
+
+class LoopbackDescriptionTests(TestCase):
+    def test_repeated_interface_listener_is_not_local(self):
+        """A listener whose last interface= (the one Twisted uses) is not loopback is not local."""
+        from twisted_mtls.descriptions import is_local_listener
+
+        self.assertFalse(is_local_listener("tcp:9000:interface=127.0.0.1:interface=0.0.0.0"))
+        self.assertTrue(is_local_listener("tcp:9000:interface=0.0.0.0:interface=127.0.0.1"))
+
+    def test_positional_interface_listener(self):
+        """An interface given positionally (tcp:PORT:ADDR, tcp6:PORT:BACKLOG:ADDR) is the one checked; tcp6 defaults to every address."""
+        from twisted_mtls.descriptions import is_local_listener
+
+        self.assertTrue(is_local_listener("tcp:9000:127.0.0.1"))
+        self.assertFalse(is_local_listener("tcp:9000:0.0.0.0"))
+        self.assertTrue(is_local_listener(r"tcp6:9000:50:\:\:1"))
+        self.assertFalse(is_local_listener("tcp6:9000"))
+
+    def test_repeated_host_target_refused(self):
+        """A target whose last host= (the one Twisted connects to) is remote is refused unless unsafe_target = true."""
+        with self.assertRaises(ConfigError) as caught:
+            server_config(service="forward", target="tcp:host=127.0.0.1:host=192.0.2.7:port=80")
+        self.assertEqual(caught.exception.key, "--target")
+        self.assertIn("neither a loopback address nor a unix socket", caught.exception.message)
+
+    def test_positional_host_wins_over_keyword(self):
+        """With two positionals Twisted connects to the first (host= is overridden), so that host is the one checked."""
+        from twisted_mtls.descriptions import is_local_target
+
+        self.assertTrue(is_local_target("tcp:127.0.0.1:80:host=192.0.2.7"))
+        self.assertFalse(is_local_target("tcp:192.0.2.7:80:host=127.0.0.1"))

@@ -22,6 +22,7 @@ from .support import (
     inline,
     pki,
     server_config,
+    start_plain_server,
     start_server,
 )
 from .test_forward import DigestBackend, forwarder
@@ -127,6 +128,20 @@ class TunnelTests(TestCase):
             "connection refused (is the server running?)",
         )
 
+    @inline
+    async def test_tunnel_handshake_timeout(self):
+        """A server that never completes the TLS handshake closes the local connection with the client's timeout sentence."""
+        events = LogEvents(self)
+        port = start_plain_server(self)
+        settings = client_config(None, connect=f"127.0.0.1:{port}", timeout="0.5")
+        local = await start_tunnel(self, settings)
+        self.assertEqual(await through(local, b"hello\n"), b"")
+        failed = await events.first("tunnel_failed")
+        self.assertEqual(
+            failed["reason"],
+            f"cannot connect to 127.0.0.1:{port}: the TLS handshake did not complete within 0.5 s",
+        )
+
     def test_listen_must_be_local(self):
         """--listen on a non-loopback address is refused (exit 2) unless --unsafe-listen."""
         p = pki()
@@ -134,5 +149,15 @@ class TunnelTests(TestCase):
             "--connect", "127.0.0.1:1", "--cert", str(p.folder / "client.pem"),
             "--key", str(p.folder / "client.key"), "--ca", str(p.folder / "ca.pem"),
             "--listen", "tcp:0:interface=0.0.0.0",
+        ])
+        self.assertEqual(status, 2)
+
+    def test_listen_repeated_interface_must_be_local(self):
+        """--listen whose last interface= (the one Twisted binds) is not loopback is refused (exit 2)."""
+        p = pki()
+        status = main([
+            "--connect", "127.0.0.1:1", "--cert", str(p.folder / "client.pem"),
+            "--key", str(p.folder / "client.key"), "--ca", str(p.folder / "ca.pem"),
+            "--listen", "tcp:0:interface=127.0.0.1:interface=0.0.0.0",
         ])
         self.assertEqual(status, 2)

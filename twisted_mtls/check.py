@@ -71,10 +71,13 @@ def chain_findings(chain: tuple[x509.Certificate, ...], cas) -> list[Finding]:
     return findings
 
 
-def material_findings(material: ServerMaterial, now: datetime.datetime) -> list[Finding]:
+def material_findings(
+    material: ServerMaterial, now: datetime.datetime, crl_stale: str = "warn"
+) -> list[Finding]:
     """
     Report on loaded material: the chain, and the validity of every
-    certificate and CRL.
+    certificate and CRL (a stale CRL fails only under C{crl_stale = reject},
+    which refuses that CA's clients; the daemon still uses it under C{warn}).
     """
     leaf = material.chain[0]
     findings = [Finding("ok", f"server certificate {_subject(leaf)} matches its key and suits a server")]
@@ -88,7 +91,14 @@ def material_findings(material: ServerMaterial, now: datetime.datetime) -> list[
         if crl.next_update_utc is None:
             findings.append(Finding("warn", f"{name} has no nextUpdate"))
         elif crl.next_update_utc < now:
-            findings.append(Finding("FAIL", f"{name} is past its nextUpdate"))
+            findings.append(
+                Finding(
+                    "FAIL" if crl_stale == "reject" else "warn",
+                    f"{name} is past its nextUpdate ({crl.next_update_utc:%Y-%m-%d %H:%M} UTC); "
+                    f"crl_stale = {crl_stale}: "
+                    + ("that CA's clients are refused" if crl_stale == "reject" else "still used"),
+                )
+            )
         else:
             findings.append(_expiry(name, crl.next_update_utc, now))
     return findings
@@ -108,7 +118,7 @@ def check(config_file: str, now: datetime.datetime | None = None) -> list[Findin
     except ConfigError as e:
         return [Finding("FAIL", str(e))]
     findings = [Finding("ok", f"configuration {config_file} loads; listen = {server.listen}")]
-    findings += material_findings(material, now)
+    findings += material_findings(material, now, server.crl_stale)
     try:
         from .service import MTLSService
 

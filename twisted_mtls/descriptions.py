@@ -18,33 +18,42 @@ def endpoint_kind(description: str) -> str:
 
 def endpoint_host(description: str) -> str | None:
     """
-    Return the host a C{tcp:} client endpoint description names, or L{None}.
+    Return the host a C{tcp:} client endpoint description connects to, or L{None}.
     """
-    positional = []
-    for part in _split_endpoint(description)[1:]:
-        key, sep, rest = part.partition("=")
-        if sep and key == "host":
-            return rest
-        if not sep:
-            positional.append(part)
-    return positional[0] if positional else None
+    args, kwargs = _parse(description)
+    positional = args[1:]
+    # As Twisted's tcp: client parser: two positionals are HOST:PORT (host=
+    # is then overridden); one is the host unless host= is given.
+    if len(positional) >= 2 or (positional and "host" not in kwargs):
+        return positional[0]
+    return kwargs.get("host")
 
 
-def _split_endpoint(description: str) -> list[str]:
+def _parse(description: str) -> tuple[list[str], dict[str, str]]:
     """
-    Split an endpoint description at the colons not escaped with a backslash.
+    Split an endpoint description into positional and keyword parameters
+    as Twisted does: colons and the first C{=} of a field escaped with a
+    backslash are literal, and a repeated keyword's last value counts.
     """
-    parts, current, escaped = [], "", False
-    for char in description:
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    field, key, escaped = "", None, False
+    for char in description + ":":
         if escaped:
-            current, escaped = current + char, False
+            field, escaped = field + char, False
         elif char == "\\":
             escaped = True
+        elif char == "=" and key is None:
+            key, field = field, ""
         elif char == ":":
-            parts, current = parts + [current], ""
+            if key is None:
+                args.append(field)
+            else:
+                kwargs[key] = field
+            field, key = "", None
         else:
-            current += char
-    return parts + [current]
+            field += char
+    return args, kwargs
 
 
 def is_local_target(description: str) -> bool:
@@ -71,11 +80,14 @@ def is_local_listener(description: str) -> bool:
     kind = endpoint_kind(description)
     if kind == "unix":
         return True
-    interface = next(
-        (p.partition("=")[2] for p in _split_endpoint(description)[1:] if p.startswith("interface=")),
-        "",
-    )
+    args, kwargs = _parse(description)
+    # Twisted's parameters: tcp:PORT:INTERFACE:BACKLOG (every IPv4 address by
+    # default), tcp6:PORT:BACKLOG:INTERFACE (every IPv6 address by default).
+    position, default = {"tcp": (2, ""), "tcp6": (3, "::")}.get(kind, (None, ""))
+    if position is None:
+        return False
+    interface = kwargs.get("interface", args[position] if len(args) > position else default)
     try:
-        return kind in ("tcp", "tcp6") and ipaddress.ip_address(interface).is_loopback
+        return ipaddress.ip_address(interface.strip("[]")).is_loopback
     except ValueError:
         return False

@@ -110,7 +110,7 @@ class Forward(MTLSProtocol):
                 common_name=self.peerIdentity.common_name,
                 client_certificate=certificate.public_bytes(Encoding.DER),
             ),
-            authority=server_name.decode("ascii") if server_name else None,
+            authority=server_name,  # the bytes the client sent, not always ASCII
         )
 
     def targetConnected(self, target) -> None:

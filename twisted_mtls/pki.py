@@ -196,9 +196,14 @@ def _regenerate_crl(directory: str, ca: Issued, index: Index, days: int) -> None
     print(f"  nextUpdate: {crl.next_update_utc.isoformat()}")
 
 
+MAX_DAYS = 36500  # a century: far enough, and always a representable date
+
+
 def _days(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of days, got {text!r}")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of days from 1 to {MAX_DAYS}, got {text!r}"
+        )
     return int(text)
 
 
@@ -286,6 +291,8 @@ def _issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
 def _cmd_revoke(args: argparse.Namespace) -> int:
     ca = _load_ca(args.dir)
     certificate = _load_certificate(args.certfile)
+    if certificate == ca.certificate:
+        raise PkiError(f"{args.certfile} is the CA's own certificate: revoke the certificates it issued")
     if not _issued_by(certificate, ca.certificate):
         raise PkiError(f"{args.certfile} was not issued by the CA in {args.dir}")
     index = _load_index(args.dir)

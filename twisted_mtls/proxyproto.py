@@ -100,15 +100,20 @@ def _path_bytes(name) -> bytes:
     return name if isinstance(name, bytes) else str(name).encode("utf-8", "surrogateescape")
 
 
-def encode_v2(source, destination, tls: TLSInfo | None = None, authority: str | None = None) -> bytes:
+def encode_v2(
+    source, destination, tls: TLSInfo | None = None, authority: str | bytes | None = None
+) -> bytes:
     """
     Return a PROXY v2 C{PROXY} header for a connection from C{source} to
     C{destination} (Twisted C{IPv4Address}, C{IPv6Address} or C{UNIXAddress}),
-    with the TLS fields of C{tls} and the SNI host name C{authority}.
+    with the TLS fields of C{tls} and the SNI host name C{authority} (text,
+    or the bytes a client sent).
     """
     family, body = _addresses(source, destination)
     if authority:
-        body += _tlv(PP2_TYPE_AUTHORITY, authority.encode("utf-8"))
+        if isinstance(authority, str):
+            authority = authority.encode("utf-8")
+        body += _tlv(PP2_TYPE_AUTHORITY, authority)
     if tls is not None:
         subs = b"".join(
             _tlv(kind, value.encode("utf-8"))

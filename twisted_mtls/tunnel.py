@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from .client import _handshakeTimeout
 from .protocol import describe_address
-from .reasons import Kind, describe_connect_failure, describe_server_failure
+from .reasons import Explanation, Kind, describe_connect_failure, describe_server_failure
 from .relay import Relay
 from .tls import ClientTLSCreator, IPeerRejectionListener
 
@@ -38,6 +38,7 @@ class ServerSide(Protocol):
 
     handshook = False
     rejection: str | None = None
+    failure: Explanation | None = None  # set by the handshake timeout
 
     def __init__(self, local: LocalConnection) -> None:
         self.local = local
@@ -61,7 +62,7 @@ class ServerSide(Protocol):
     def connectionLost(self, reason) -> None:
         if self.local.relay.finished:
             return self.local.relay.backLost("finished")
-        explanation = describe_server_failure(self.rejection, reason.value)
+        explanation = self.failure or describe_server_failure(self.rejection, reason.value)
         if explanation.kind is not Kind.PROTOCOL or not self.handshook:
             self.local.failed(explanation.text)
         self.local.relay.backLost(explanation.text)
@@ -88,7 +89,9 @@ class LocalConnection(Protocol):
     def _connected(self, server: ServerSide) -> None:
         self.connecting = None
         timeout = self.factory.settings.timeout
-        self.timer = self.factory.reactor.callLater(timeout, _handshakeTimeout, server, timeout)
+        self.timer = self.factory.reactor.callLater(
+            timeout, _handshakeTimeout, server, self.factory.where, timeout
+        )
 
     def _cannotConnect(self, failure) -> None:
         self.connecting = None
