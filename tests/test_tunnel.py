@@ -142,22 +142,21 @@ class TunnelTests(TestCase):
             f"cannot connect to 127.0.0.1:{port}: the TLS handshake did not complete within 0.5 s",
         )
 
-    def test_listen_must_be_local(self):
-        """--listen on a non-loopback address is refused (exit 2) unless --unsafe-listen."""
+    def listen_status(self, listen: str) -> int:
+        """
+        Return the client's exit status for C{--listen listen}.
+        """
         p = pki()
-        status = main([
+        return main([
             "--connect", "127.0.0.1:1", "--cert", str(p.folder / "client.pem"),
             "--key", str(p.folder / "client.key"), "--ca", str(p.folder / "ca.pem"),
-            "--listen", "tcp:0:interface=0.0.0.0",
-        ])
-        self.assertEqual(status, 2)
+            "--listen", listen,
+        ])  # fmt: skip
+
+    def test_listen_must_be_local(self):
+        """--listen on a non-loopback address is refused (exit 2) unless --unsafe-listen."""
+        self.assertEqual(self.listen_status("tcp:0:interface=0.0.0.0"), 2)
 
     def test_listen_repeated_interface_must_be_local(self):
         """--listen whose last interface= (the one Twisted binds) is not loopback is refused (exit 2)."""
-        p = pki()
-        status = main([
-            "--connect", "127.0.0.1:1", "--cert", str(p.folder / "client.pem"),
-            "--key", str(p.folder / "client.key"), "--ca", str(p.folder / "ca.pem"),
-            "--listen", "tcp:0:interface=127.0.0.1:interface=0.0.0.0",
-        ])
-        self.assertEqual(status, 2)
+        self.assertEqual(self.listen_status("tcp:0:interface=127.0.0.1:interface=0.0.0.0"), 2)
