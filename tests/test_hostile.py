@@ -159,7 +159,7 @@ class BrokenHandshakeTests(HostileTestCase):
 
     @inline
     async def test_connect_and_drop_flood(self):
-        """A thousand clients that connect and close at once are each logged and leave nothing behind."""
+        """A thousand clients that connect and close at once are each counted, logged one by one up to the burst and summed up past it, and leave nothing behind."""
         service = await self.start()
         before = service.factory.stats.accepted
         for _ in range(40):  # 40 batches of 25: within the listen backlog
@@ -171,6 +171,11 @@ class BrokenHandshakeTests(HostileTestCase):
         dropped = service.factory.stats.handshakeFailures.get("client_closed", 0)
         self.assertEqual(dropped, 1000)
         await self.rejected("the client closed the connection")
+        service.factory.rejections.summarise()
+        one_by_one = len(self.events.named("handshake_failed"))
+        summarised = sum(e["count"] for e in self.events.named("handshake_failures_summarised"))
+        self.assertEqual(one_by_one + summarised, 1000)
+        self.assertLess(one_by_one, 1000)
         await self.recovered()
 
     @inline

@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from .identity import PeerIdentity
 from .memory import MemoryReleaser
+from .rejections import RejectionLog
 from .reasons import describe_tls_failure
 from .stats import ConnectionStats
 from .tls import IPeerRejectionListener, IPeerVerifiedListener
@@ -212,7 +213,7 @@ class MTLSProtocol(Protocol, TimeoutMixin):
             why = self.closeReason or describe_tls_failure(reason.value, "client").text
             stats.handshakeFailed(why)
             stats.connectionClosed("handshake_failed", 0, self.bytesIn, self.bytesOut)
-            log.warn("{peer} rejected: {reason}", event="handshake_failed", peer=self.peer, reason=why)
+            self.factory.rejections.rejected(self.peer, why)
             return
         label = self.closeLabel or (
             "client_closed" if reason.check(ConnectionDone) else "connection_lost"
@@ -343,11 +344,13 @@ class MTLSFactory(Factory):
         self.active: set[MTLSProtocol] = set()
         self.stats = ConnectionStats()
         self.memory = MemoryReleaser(clock, self.active.__len__)
+        self.rejections = RejectionLog(clock)
         self._refusedUnlogged = 0
         self._refusalLoggedAt = float("-inf")
 
     def stopFactory(self) -> None:
         self.memory.stop()
+        self.rejections.summarise()
 
     def connectionOpened(self, protocol: MTLSProtocol) -> None:
         """
