@@ -80,3 +80,24 @@ class StressTests(TestCase):
         made = list(stress.lines(random.Random(1), 200_000, 65536))
         self.assertTrue(all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in made))
         self.assertGreater(len({len(line) for line in made}), 20)
+
+    def test_unusable_files_are_a_usage_error(self):
+        """A missing CA file or a key that is not the certificate's exits with status 2 and a line naming the option and file, not a traceback."""
+        import contextlib
+        import io
+
+        folder = pki().folder
+        good = ["--port", "1", "--cert", str(folder / "client.pem"), "--key", str(folder / "client.key")]
+        cases = [
+            (good + ["--ca", str(folder / "missing.pem")], "--ca: cannot load", "No such file or directory"),
+            (good[:4] + ["--key", str(folder / "server.key"), "--ca", str(folder / "ca.pem")],
+             "--cert/--key: cannot load", "the PEM private key that matches it"),
+        ]  # fmt: skip
+        for argv, option, why in cases:
+            stderr = io.StringIO()
+            with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as exited:
+                stress.parse_args(argv)
+            self.assertEqual(exited.exception.code, 2)
+            self.assertIn(option, stderr.getvalue())
+            self.assertIn(why, stderr.getvalue())
+            self.assertNotIn("Traceback", stderr.getvalue())

@@ -106,6 +106,39 @@ class ClientContext(ssl.SSLContext):
         return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
 
 
+def client_context(ca: str, cert: str, key: str) -> ClientContext:
+    """
+    Return a TLS client context that trusts C{ca} and presents C{cert} with
+    C{key}; raise ValueError naming the option and file that cannot be loaded.
+    """
+    context = ClientContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=ca)
+    except OSError as e:
+        raise ValueError(f"--ca: cannot load {ca}: {_why(e, 'no PEM certificate in it')}") from None
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as e:
+        mismatch = "not a PEM certificate and the PEM private key that matches it"
+        raise ValueError(f"--cert/--key: cannot load {cert} with {key}: {_why(e, mismatch)}") from None
+    return context
+
+
+def check_client_files(parser: argparse.ArgumentParser, args) -> None:
+    """
+    Exit through C{parser} with a usage error when C{args}' --ca, --cert or
+    --key cannot be loaded.
+    """
+    try:
+        client_context(args.ca, args.cert, args.key)
+    except ValueError as e:
+        parser.error(str(e))
+
+
+def _why(error: OSError, bad_content: str) -> str:
+    return bad_content if isinstance(error, ssl.SSLError) else error.strerror or str(error)
+
+
 class Conn(asyncio.Protocol):
     """A client connection that keeps up to ``window`` copies of ``line`` in
     flight, as long as its budget allows, and checks every echoed byte."""
@@ -169,12 +202,10 @@ class Bench:
 
     def context(self):
         args = self.args
-        context = ClientContext(ssl.PROTOCOL_TLS_CLIENT)
+        context = client_context(args.ca, args.cert, args.key)
         context.minimum_version = ssl.TLSVersion.TLSv1_3 if args.tls == "1.3" else ssl.TLSVersion.TLSv1_2
         if args.tls == "1.2":
             context.maximum_version = ssl.TLSVersion.TLSv1_2
-        context.load_verify_locations(cafile=args.ca)
-        context.load_cert_chain(args.cert, args.key)
         return context
 
     async def connect(self, context, conn):
@@ -389,6 +420,7 @@ def parse_args(argv):
         p.error(f"unknown phase(s): {', '.join(sorted(set(phases) - set(PHASES)))}")
     if (args.count is None and not args.seconds) or args.connections < 1 or args.idle < 1:
         p.error("need --seconds or --count, and --connections and --idle of at least 1")
+    check_client_files(p, args)
     return args, phases
 
 

@@ -25,7 +25,7 @@ import struct
 import sys
 import time
 
-from .bench import ClientContext, raise_nofile, server_rss_kb
+from .bench import check_client_files, client_context, raise_nofile, server_rss_kb
 
 TIMEOUT = 10.0
 
@@ -61,9 +61,7 @@ class Soak:
         self.rng = random.Random(args.seed)
         self.deadline = time.monotonic() + args.minutes * 60
         self.counts = {"echoes": 0, "wrong": 0, "errors": 0, "idle": 0, "bad": 0}
-        self.context = ClientContext(ssl.PROTOCOL_TLS_CLIENT)
-        self.context.load_verify_locations(cafile=args.ca)
-        self.context.load_cert_chain(args.cert, args.key)
+        self.context = client_context(args.ca, args.cert, args.key)
 
     def running(self) -> bool:
         return time.monotonic() < self.deadline
@@ -201,6 +199,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not 0 < args.minutes <= 24 * 60 or args.churners < 0 or args.idle < 0 or args.bad_every <= 0:
         p.error("--minutes must be in (0, 1440]; --churners and --idle >= 0; --bad-every > 0")
+    check_client_files(p, args)
     return args
 
 

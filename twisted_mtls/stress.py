@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .bench import ClientContext, raise_nofile
+from .bench import check_client_files, client_context, raise_nofile
 
 TIMEOUT = 30.0  # bound on connecting, and on waiting for the rest of the echo
 
@@ -152,9 +152,7 @@ async def stress(args) -> list[Result]:
     """
     Run every connection at once; return their results.
     """
-    context = ClientContext(__import__("ssl").PROTOCOL_TLS_CLIENT)
-    context.load_verify_locations(cafile=args.ca)
-    context.load_cert_chain(args.cert, args.key)
+    context = client_context(args.ca, args.cert, args.key)
     deadline = time.monotonic() + args.seconds
 
     async def guarded(index: int) -> Result:
@@ -199,6 +197,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.connections < 1 or args.megabytes <= 0 or args.seconds <= 0 or args.max_line < 1:
         p.error("--connections, --megabytes, --seconds and --max-line must be positive")
+    check_client_files(p, args)
     return args
 
 
