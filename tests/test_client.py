@@ -13,7 +13,8 @@ from twisted_mtls.reasons import Kind
 
 from .processes import run_process
 from .support import (
-    LogEvents, TestCase, client_config, inline, make_folder, pki, port_of, start_plain_server, start_server,
+    LogEvents, TestCase, client_config, inline, make_folder, pki, port_of, server_config,
+    start_plain_server, start_server,
     talk, write_issued,
 )
 
@@ -179,3 +180,24 @@ class NotAServerTests(TestCase):
         self.assertEqual(
             outcome.reason, "not TLS: the server sent bytes that are not a TLS record"
         )
+
+
+class ServerErrorTests(TestCase):
+    @inline
+    async def test_over_long_message_is_not_success(self):
+        """When the echo service answers an over-long line with its error line, the client fails with that line (exit kind 6), not success."""
+        service = start_server(self, server_config(max_line_length="5"))
+        outcome = await talk(client_config(service), b"123456789")
+        self.assertEqual(outcome.failure.explanation.kind, Kind.PROTOCOL)
+        self.assertEqual(
+            outcome.reason,
+            "the server answered 'ERROR line too long: the limit is 5 bytes' instead of the echo",
+        )
+
+    @inline
+    async def test_lines_before_the_error_are_echoed(self):
+        """Lines echoed before the error line still reach the output; the failure names the error line."""
+        service = start_server(self, server_config(max_line_length="5"))
+        outcome = await talk(client_config(service), b"ok\nalso\nmuch too long")
+        self.assertEqual(outcome.output, b"ok\nalso\nERROR line too long: the limit is 5 bytes\n")
+        self.assertIn("'ERROR line too long: the limit is 5 bytes'", outcome.reason)

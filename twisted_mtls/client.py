@@ -10,6 +10,7 @@ failure in one sentence on stderr with an exit status per kind of failure
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import BinaryIO
 
@@ -56,12 +57,15 @@ class EchoClient(Protocol):
     sent = 0
     received = 0
     lastByte = b"\n"
+    # What came back that is not the echo of what we sent (None: all of it was).
+    answer: bytearray | None = None
 
     def __init__(self, done: defer.Deferred, output: BinaryIO, message: bytes | None, reactor) -> None:
         self.done = done
         self.output = output
         self.message = message
         self.reactor = reactor
+        self.unechoed = bytearray()  # sent, not yet seen back
 
     def peerRejected(self, reason: str) -> None:
         self.rejection = self.rejection or reason
@@ -84,6 +88,8 @@ class EchoClient(Protocol):
         if data:
             self.sent += len(data)
             self.lastByte = data[-1:]
+            if self.answer is None:
+                self.unechoed += data
             self.transport.write(data)
 
     def endInput(self) -> None:
@@ -99,7 +105,36 @@ class EchoClient(Protocol):
         self.received += len(data)
         self.output.write(data)
         self.output.flush()
+        self._compare(data)
         self._finishIfEchoed()
+
+    def _compare(self, data: bytes) -> None:
+        """
+        Match C{data} against what we sent; keep the first bytes of an
+        answer that is not the echo (an echo server's C{ERROR ...} line, or
+        another service's reply).
+        """
+        if self.answer is not None:
+            if len(self.answer) < 4096:
+                self.answer += data[: 4096 - len(self.answer)]
+            return
+        if self.unechoed.startswith(data):
+            del self.unechoed[: len(data)]
+            return
+        echoed = len(os.path.commonprefix([bytes(self.unechoed), data]))
+        self.answer = bytearray(data[echoed : echoed + 4096])
+        self.unechoed.clear()
+
+    def serverError(self) -> str | None:
+        """
+        Return the error line the echo service answered instead of an echo, if it did.
+        """
+        if self.answer is None:
+            return None
+        line = bytes(self.answer).split(b"\n", 1)[0]
+        if not line.startswith(b"ERROR "):
+            return None
+        return line.decode("utf-8", "replace")
 
     def _finishIfEchoed(self) -> None:
         if self.inputEnded and self.received >= self.sent and not self.finished:
@@ -111,14 +146,17 @@ class EchoClient(Protocol):
         # A TLS 1.3 server refuses our certificate after our side of the
         # handshake is done: its alert counts even when all was echoed
         # (with empty input, nothing was).
-        if self.finished and explanation.kind is not Kind.REFUSED_BY_PEER:
+        error = self.serverError()
+        if self.finished and explanation.kind is not Kind.REFUSED_BY_PEER and not error:
             self.done.callback(0)
             return
-        if self.failure is not None:
+        if error:
+            explanation = Explanation(Kind.PROTOCOL, f"the server answered {error!r} instead of the echo")
+        elif self.failure is not None:
             explanation = self.failure
         else:
             explanation = describe_server_failure(self.rejection, reason.value)
-        if self.handshook and explanation.kind is Kind.PROTOCOL and not self.rejection:
+        if self.handshook and explanation.kind is Kind.PROTOCOL and not self.rejection and not error:
             explanation = Explanation(
                 Kind.PROTOCOL,
                 f"{explanation.text} after echoing {self.received} of {self.sent} bytes",
