@@ -142,6 +142,22 @@ class ExitCodeTests(TestCase):
         self.assertEqual((status, out, err), (0, b"", b""))
 
     @inline
+    async def test_slow_reader_gets_every_byte(self):
+        """Streaming 4 MB of lines into a pipe that is read slowly loses and reorders nothing (stdout stays blocking)."""
+        import shlex
+        import sys
+
+        service = start_server(self)
+        folder = make_folder(self).resolve()
+        lines = b"".join(b"%07d %s\n" % (n, b"x" * (n % 90)) for n in range(80000))
+        (folder / "in").write_bytes(lines)
+        client = " ".join(shlex.quote(a) for a in [sys.executable, *client_args(port_of(service))])
+        command = f"{client} < {folder / 'in'} | (sleep 1; cat) > {folder / 'out'}"
+        status, out, err = await run_process("/bin/sh", "-c", command, python=False, timeout=60)
+        self.assertEqual((status, err), (0, b""))
+        self.assertEqual((folder / "out").read_bytes(), lines)
+
+    @inline
     async def test_empty_input_refused(self):
         """With empty stdin a client refused after its TLS 1.3 Finished still exits 5 with the reason."""
         other = make_folder(self)

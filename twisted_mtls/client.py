@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 from typing import BinaryIO
 
@@ -78,7 +79,10 @@ class EchoClient(Protocol):
         else:
             from twisted.internet.stdio import StandardIO
 
-            stdin = StandardIO(_StdinToServer(self), reactor=self.reactor)
+            # StandardIO makes its stdout non-blocking; give it /dev/null so
+            # that ours stays as it is (we write the echoes ourselves).
+            self.devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            stdin = StandardIO(_StdinToServer(self), stdout=self.devnull, reactor=self.reactor)
             self.transport.registerProducer(stdin, True)
 
     def send(self, data: bytes) -> None:
@@ -103,8 +107,7 @@ class EchoClient(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
-        self.output.write(data)
-        self.output.flush()
+        write_all(self.output, data)
         self._compare(data)
         self._finishIfEchoed()
 
@@ -142,6 +145,9 @@ class EchoClient(Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
+        if getattr(self, "devnull", None) is not None:
+            os.close(self.devnull)
+            self.devnull = None
         explanation = describe_tls_failure(reason.value, "server")
         # A TLS 1.3 server refuses our certificate after our side of the
         # handshake is done: its alert counts even when all was echoed
@@ -162,6 +168,26 @@ class EchoClient(Protocol):
                 f"{explanation.text} after echoing {self.received} of {self.sent} bytes",
             )
         self.done.errback(ClientFailed(explanation))
+
+
+def write_all(output: BinaryIO, data: bytes) -> None:
+    """
+    Write all of C{data} to C{output} now, waiting while it is a full pipe or
+    terminal, even one left non-blocking (a terminal shares that flag
+    between stdin and stdout).
+    """
+    output.flush()
+    try:
+        fd = output.fileno()
+    except (AttributeError, OSError, ValueError):  # e.g. BytesIO
+        output.write(data)
+        return
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
 
 
 class _StdinToServer(Protocol):
