@@ -202,20 +202,29 @@ class _StdinToServer(Protocol):
         self.client.endInput()
 
 
-async def run(reactor, settings: config.ClientConfig, material, message: bytes | None, output: BinaryIO) -> int:
+def server_endpoint(reactor, settings: config.ClientConfig, material, wrap=endpoints.wrapClientTLS):
     """
-    Connect, exchange lines and return 0; raise L{ClientFailed} otherwise.
+    Return a client endpoint to the server C{settings} name, over TLS (made
+    by C{wrap}) that presents C{material}'s certificate and verifies the
+    server's chain and name.
     """
     from .tls import ClientTLSCreator
 
     host, port = settings.connect
-    server_name = settings.server_name or host
-    where = f"{host}:{port}"
-    done: defer.Deferred = defer.Deferred()
-    endpoint = endpoints.wrapClientTLS(
-        ClientTLSCreator(material, server_name),
+    return wrap(
+        ClientTLSCreator(material, settings.server_name or host),
         endpoints.HostnameEndpoint(reactor, host, port, timeout=settings.timeout),
     )
+
+
+async def run(reactor, settings: config.ClientConfig, material, message: bytes | None, output: BinaryIO) -> int:
+    """
+    Connect, exchange lines and return 0; raise L{ClientFailed} otherwise.
+    """
+    host, port = settings.connect
+    where = f"{host}:{port}"
+    done: defer.Deferred = defer.Deferred()
+    endpoint = server_endpoint(reactor, settings, material)
     factory = Factory.forProtocol(lambda: EchoClient(done, output, message, reactor))
     try:
         protocol = await endpoint.connect(factory)

@@ -21,11 +21,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .client import _handshakeTimeout
+from .client import _handshakeTimeout, server_endpoint
 from .protocol import describe_address
 from .reasons import Explanation, Kind, describe_connect_failure, describe_server_failure
 from .relay import Relay
-from .tls import ClientTLSCreator, IPeerRejectionListener
+from .tls import IPeerRejectionListener
 
 log = Logger(namespace="twisted_mtls")
 
@@ -159,10 +159,7 @@ class TunnelFactory(Factory):
         self.settings = settings
         host, port = settings.connect
         self.where = f"{host}:{port}"
-        self.endpoint = TLSClientEndpoint(
-            ClientTLSCreator(material, settings.server_name or host),
-            endpoints.HostnameEndpoint(reactor, host, port, timeout=settings.timeout),
-        )
+        self.endpoint = server_endpoint(reactor, settings, material, TLSClientEndpoint)
 
 
 def listen(reactor, description: str, settings, material) -> defer.Deferred:
