@@ -52,15 +52,3 @@ class ConfigError(MTLSError):
     def __str__(self) -> str:
         where = self.where()
         return f"{where}: {self.message}" if where else self.message
-
-    def located(self, source: str, section: str | None, key: str | None) -> ConfigError:
-        """
-        Return a copy of this error that names C{source}, C{section} and C{key}
-        where it does not name them already.
-        """
-        return ConfigError(
-            self.message,
-            source=self.source or source,
-            section=self.section or section,
-            key=self.key or key,
-        )

@@ -221,7 +221,6 @@ def _tls_info(found: dict[int, bytes]) -> TLSInfo | None:
 
 V1_PREFIX = b"PROXY "
 V1_MAX_LENGTH = 107  # the specification's bound, CRLF included
-V2_MAX_LENGTH = HEADER.size + 0xFFFF
 
 
 def parse_v1(data: bytes) -> tuple[ProxyHeader, bytes] | None:
