@@ -20,7 +20,6 @@ import asyncio
 import os
 import random
 import socket
-import ssl
 import struct
 import sys
 import time
